@@ -116,7 +116,7 @@ class AnyNetSpec:
                 yield Block(i, j, w_in, w, 2 if j == 1 else 1, w_b, w_b // g, w_se)
                 w_in = w
 
-    def to_anynet(self) -> "AnyNetSpec":
+    def to_anynet(self) -> AnyNetSpec:
         return self
 
 

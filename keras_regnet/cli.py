@@ -1,0 +1,69 @@
+"""The ``keras-regnet`` command: list models and inspect one.
+
+    keras-regnet list                 # the model table with exact complexity
+    keras-regnet info RegNetY032      # build it, check it against the analytic counts, time it
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep the TF start-up chatter out of CLI output
+
+
+def _list(args: argparse.Namespace) -> int:
+    from keras_regnet.tables import model_table
+
+    print(model_table(), end="")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import keras_regnet
+    from keras_regnet.variants import get_variant
+
+    variant = get_variant(args.model)
+    cx = keras_regnet.complexity(variant.name, resolution=args.size)
+    print(f"{variant.name} ({variant.paper_name}) at {args.size}x{args.size}: "
+          f"{cx['flops']:,} multiply-adds, {cx['params']:,} params, {cx['acts']:,} activations")
+    spec = variant.spec
+    print(f"  stage widths {list(spec.widths)}, depths {list(spec.depths)}, "
+          f"group widths {list(spec.group_widths)}, SE ratio {spec.se_ratio}")
+    model = keras_regnet.RegNet(variant.name, weights=None, input_shape=(args.size, args.size, 3))
+    built = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    print(f"  Keras model: {len(model.layers)} layers, {built:,} trainable params "
+          f"({'equal to' if built == cx['params'] else 'DIFFERENT FROM'} the analytic count)")
+    x = np.random.default_rng(0).uniform(0, 255, (args.batch, args.size, args.size, 3))
+    model.predict_on_batch(x.astype("float32"))  # warm-up / tracing
+    start = time.perf_counter()
+    probs = model.predict_on_batch(x.astype("float32"))
+    elapsed = time.perf_counter() - start
+    print(f"  forward pass: batch {args.batch} in {elapsed * 1000:.0f} ms "
+          f"({args.batch / elapsed:.1f} images/s); softmax sums to {float(probs.sum(1).mean()):.6f}")
+    return 0 if built == cx["params"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="keras-regnet", description="RegNet for Keras 3.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="print the model table").set_defaults(func=_list)
+    info = sub.add_parser("info", help="build one model and report its size and speed")
+    info.add_argument("model", help="a name from `keras-regnet list`, e.g. RegNetY032")
+    info.add_argument("--size", type=int, default=224)
+    info.add_argument("--batch", type=int, default=8)
+    info.set_defaults(func=_info)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"keras-regnet: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

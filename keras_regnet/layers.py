@@ -1,0 +1,125 @@
+"""Keras building blocks of RegNet: the grouped conv, stem, SE and bottleneck blocks.
+
+Backend-agnostic (``keras.layers`` / ``keras.ops``), except the TensorFlow fast path of
+:class:`GroupedConv2D`. Layer names are stable: they derive from the block's position only.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from keras_regnet.design.spec import Block
+
+BN_EPSILON = 1e-5  # PyTorch's default, which the reference weights were trained with.
+BN_MOMENTUM = 0.9  # = PyTorch momentum 0.1.
+
+
+def conv_initializer() -> keras.initializers.Initializer:
+    """The reference init: N(0, sqrt(2 / fan_out)), fan_out = k * k * out_channels."""
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+@keras.saving.register_keras_serializable(package="keras_regnet")
+class GroupedConv2D(keras.layers.Conv2D):
+    """Conv2D whose grouped case avoids XLA on the TensorFlow backend.
+
+    Keras 3's TensorFlow backend wraps every grouped convolution in
+    ``tf.function(jit_compile=True)``: on a CPU that is many times slower than TensorFlow's
+    native grouped ``Conv2D`` kernel, and it leaves XLA functions inside exported SavedModels.
+    ``tf.nn.conv2d`` accepts grouped kernels directly (input channels = groups x kernel
+    input channels), with gradients, so this layer calls it. Other backends use
+    ``keras.ops.conv``, which handles groups natively. The weights have the standard Conv2D
+    layout ``[kh, kw, in / groups, out]``.
+
+    Example:
+        >>> layer = GroupedConv2D(64, 3, groups=4, padding="same", use_bias=False)
+        >>> layer(keras.ops.ones((1, 8, 8, 64))).shape
+        (1, 8, 8, 64)
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if keras.backend.backend() != "tensorflow" or self.groups == 1:
+            return super().convolution_op(inputs, kernel)
+        import tensorflow as tf
+
+        data_format = "NHWC" if self.data_format == "channels_last" else "NCHW"
+        return tf.nn.conv2d(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding.upper(),
+            data_format=data_format,
+            dilations=self.dilation_rate,
+        )
+
+
+def _conv(filters: int, kernel_size: int, name: str, strides: int = 1, groups: int = 1,
+          use_bias: bool = False, activation: str | None = None) -> keras.layers.Layer:
+    # Stride-2 3x3 convs get explicit symmetric padding from the caller ("valid" here);
+    # "same" with stride 1 is already symmetric.
+    padding = "valid" if strides > 1 or kernel_size == 1 else "same"
+    cls = GroupedConv2D if groups > 1 else keras.layers.Conv2D
+    return cls(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        groups=groups,
+        use_bias=use_bias,
+        activation=activation,
+        kernel_initializer=conv_initializer(),
+        bias_initializer="zeros",
+        name=name,
+    )
+
+
+def _bn(name: str) -> keras.layers.Layer:
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
+
+
+def _symmetric_pad(x, name: str):
+    # PyTorch pads 1 pixel on every side; Keras "same" with stride 2 on even inputs pads only
+    # bottom/right, which would shift every feature map against the reference weights.
+    return keras.layers.ZeroPadding2D(1, name=name)(x)
+
+
+def stem(x, width: int):
+    """3x3 stride-2 conv -> BN -> ReLU (no max-pool)."""
+    x = _symmetric_pad(x, "stem_pad")
+    x = _conv(width, 3, "stem_conv", strides=2)(x)
+    x = _bn("stem_bn")(x)
+    return keras.layers.ReLU(name="stem_relu")(x)
+
+
+def squeeze_excite(x, block: Block):
+    """SE with biases: pool -> 1x1 reduce + ReLU -> 1x1 expand + sigmoid -> scale."""
+    p = block.prefix
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{p}_se_pool")(x)
+    s = _conv(block.se_width, 1, f"{p}_se_reduce", use_bias=True, activation="relu")(s)
+    s = _conv(block.bottleneck_width, 1, f"{p}_se_expand", use_bias=True, activation="sigmoid")(s)
+    return keras.layers.Multiply(name=f"{p}_se_scale")([x, s])
+
+
+def bottleneck_block(x, block: Block):
+    """The X block (Y with SE): 1x1 -> grouped 3x3 (strided) -> [SE] -> 1x1, residual ReLU."""
+    p = block.prefix
+    shortcut = x
+    if block.has_projection:
+        shortcut = _conv(block.out_width, 1, f"{p}_shortcut_conv", strides=block.stride)(x)
+        shortcut = _bn(f"{p}_shortcut_bn")(shortcut)
+
+    y = _conv(block.bottleneck_width, 1, f"{p}_conv1")(x)
+    y = _bn(f"{p}_conv1_bn")(y)
+    y = keras.layers.ReLU(name=f"{p}_conv1_relu")(y)
+    if block.stride > 1:
+        y = _symmetric_pad(y, f"{p}_conv2_pad")
+    y = _conv(block.bottleneck_width, 3, f"{p}_conv2", strides=block.stride, groups=block.groups)(y)
+    y = _bn(f"{p}_conv2_bn")(y)
+    y = keras.layers.ReLU(name=f"{p}_conv2_relu")(y)
+    if block.se_width:
+        y = squeeze_excite(y, block)
+    y = _conv(block.out_width, 1, f"{p}_conv3")(y)
+    y = _bn(f"{p}_conv3_bn")(y)
+
+    y = keras.layers.Add(name=f"{p}_add")([shortcut, y])
+    return keras.layers.ReLU(name=f"{p}_out")(y)

@@ -1,0 +1,47 @@
+"""keras-regnet: RegNetX / RegNetY for Keras 3 (Radosavovic et al., CVPR 2020)."""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "keras_regnet" / "__init__.py").read_text()).group(1)
+
+EXTRAS = {
+    # Reference implementations and other backends, for parity and backend tests.
+    "test": [
+        "pytest>=7",
+        "jax>=0.4.30",
+        "tf-keras~=2.21.0",
+        "ruff",
+    ],
+    # Anchors for benchmarks/.
+    "bench": ["tf-keras~=2.21.0"],
+}
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+
+setup(
+    name="keras-regnet",
+    version=VERSION,
+    description="RegNetX / RegNetY (Designing Network Design Spaces) for Keras 3, faithful to pycls.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_regnet", "keras_regnet.*"]),
+    package_data={"keras_regnet": ["data/*.json"]},
+    install_requires=[
+        "keras>=3.3",
+        "tensorflow>=2.16",
+        "numpy",
+        "absl-py",
+    ],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["keras-regnet=keras_regnet.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

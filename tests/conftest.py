@@ -1,0 +1,40 @@
+"""Shared fixtures: the reference figures and the variants table as test parameters."""
+
+from __future__ import annotations
+
+import csv
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from keras_regnet.design.complexity import count  # noqa: E402
+from keras_regnet.variants import VARIANTS  # noqa: E402
+
+DATA = pathlib.Path(__file__).parent / "data"
+# Published pycls model-zoo figures (copied verbatim from the reference's MODEL_ZOO table).
+REFERENCE_CSV = DATA / "pycls_model_zoo.csv"
+# Parameter counts torchvision publishes for the three sizes whose rounding differs.
+TORCHVISION_PARAMS = {"regnet_x_400mf": 5495976, "regnet_y_800mf": 6432512, "regnet_y_8gf": 39381472}
+
+
+def reference_rows() -> dict[str, dict[str, str]]:
+    with open(REFERENCE_CSV, newline="") as f:
+        return {row["model"]: row for row in csv.DictReader(f)}
+
+
+def variant_params():
+    """pytest params over the whole variants table (every model builds in seconds)."""
+    return [pytest.param(name, id=name) for name in VARIANTS]
+
+
+def smallest_per_family() -> list[str]:
+    """The cheapest X and Y model of the table (for tests that run many configurations)."""
+    best: dict[bool, str] = {}
+    for name, v in VARIANTS.items():
+        key = v.spec.se_ratio > 0
+        if key not in best or count(v.spec)["flops"] < count(VARIANTS[best[key]].spec)["flops"]:
+            best[key] = name
+    return [best[False], best[True]]
