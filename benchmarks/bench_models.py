@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -87,8 +90,25 @@ ANCHORS = {
         functools.partial(_tf_keras_model, name, shape, False), **common),
     "tf_keras_unforced": lambda name, shape, common: bench_keras(
         functools.partial(_tf_keras_model, name, shape, True), **common),
-    "timm": lambda name, shape, common: bench_timm(f"regnet{name[6:].lower()}", **common),
+    "timm": lambda name, shape, common: _in_subprocess("bench_timm", f"regnet{name[6].lower()}_{name[7:10]}",
+                                                       **common),
 }
+
+
+def _in_subprocess(function: str, *args, **kwargs) -> tuple[float, float]:
+    """Runs a bench function of this file in a fresh interpreter and returns its result.
+
+    PyTorch gets its own process: loaded next to TensorFlow its thread pools slow both down,
+    and torchvision imported after TensorFlow crashes the process.
+    """
+    code = (f"import json, sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
+            f"import bench_models as b; print(json.dumps(b.{function}(*{args!r}, **{kwargs!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        raise ImportError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
+    infer, train = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"  {args[0]} (subprocess): infer {infer:.1f} img/s, train {train:.1f} img/s", flush=True)
+    return infer, train
 
 
 def main() -> None:

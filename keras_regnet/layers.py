@@ -73,8 +73,49 @@ def _conv(filters: int, kernel_size: int, name: str, strides: int = 1, groups: i
     )
 
 
+@keras.saving.register_keras_serializable(package="keras_regnet")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+    """BatchNormalization that uses TensorFlow's fused kernel on the TensorFlow backend.
+
+    Keras 3 composes batch norm from elementwise ops; TensorFlow's ``FusedBatchNormV3`` does
+    the normalisation (and, in training, the statistics and moving-average update) in one
+    kernel, which grappler can also fold into the preceding convolution at inference. The
+    moving variance is updated with the unbiased batch variance, as PyTorch (and so the
+    reference) does. Other backends, masks and non-4D inputs use the standard layer.
+
+    Example:
+        >>> bn = FusedBatchNorm(epsilon=1e-5, momentum=0.9)
+        >>> bn(keras.ops.ones((2, 4, 4, 8)), training=False).shape
+        (2, 4, 4, 8)
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if (keras.backend.backend() != "tensorflow" or mask is not None or len(inputs.shape) != 4
+                or self.axis not in (-1, 3) or not (self.center and self.scale) or self.renorm):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = inputs if inputs.dtype in (tf.float16, tf.bfloat16, tf.float32) else tf.cast(inputs, "float32")
+        train = bool(training) and self.trainable
+        outputs, mean, variance, *_ = tf.compat.v1.nn.fused_batch_norm(
+            x,
+            tf.cast(self.gamma, "float32"),
+            tf.cast(self.beta, "float32"),
+            mean=tf.cast(self.moving_mean, "float32"),
+            variance=tf.cast(self.moving_variance, "float32"),
+            epsilon=self.epsilon,
+            is_training=train,
+            # With is_training, the op returns the updated moving averages directly.
+            exponential_avg_factor=1.0 - self.momentum if train else 1.0,
+        )
+        if train:
+            self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
+            self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
+        return tf.cast(outputs, self.compute_dtype)
+
+
 def _bn(name: str) -> keras.layers.Layer:
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
+    return FusedBatchNorm(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
 def _symmetric_pad(x, name: str):

@@ -69,3 +69,29 @@ def test_stock_keras_grouped_conv_does_leave_xla(tmp_path):
     model = keras.Sequential([keras.Input((16, 16, 8)), keras.layers.Conv2D(8, 3, groups=4)])
     graph = _saved_model_bytes(model, tmp_path / "stock")
     assert any(marker in graph for marker in XLA_MARKERS)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_fused_batchnorm_matches_reference_formula(training):
+    from keras_regnet.layers import FusedBatchNorm
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(2.0, 3.0, size=(4, 5, 6, 8)).astype("float32")
+    bn = FusedBatchNorm(epsilon=1e-5, momentum=0.9)
+    bn.build(x.shape)
+    gamma, beta = rng.uniform(0.5, 1.5, 8), rng.normal(size=8)
+    mean0, var0 = rng.normal(size=8), rng.uniform(0.5, 2.0, 8)
+    bn.set_weights([w.astype("float32") for w in (gamma, beta, mean0, var0)])
+    y = np.asarray(bn(x, training=training))
+
+    flat = x.reshape(-1, 8).astype("float64")
+    mean, var = (flat.mean(0), flat.var(0)) if training else (mean0, var0)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5) * gamma + beta, rtol=1e-4, atol=1e-4)
+    moving_mean, moving_var = (np.asarray(v) for v in bn.non_trainable_weights)
+    if training:  # PyTorch's update: unbiased batch variance, momentum 0.1
+        n = flat.shape[0]
+        np.testing.assert_allclose(moving_mean, 0.9 * mean0 + 0.1 * mean, rtol=1e-5)
+        np.testing.assert_allclose(moving_var, 0.9 * var0 + 0.1 * var * n / (n - 1), rtol=1e-5)
+    else:
+        np.testing.assert_allclose(moving_mean, mean0, rtol=1e-6)
+        np.testing.assert_allclose(moving_var, var0, rtol=1e-6)
