@@ -9,12 +9,19 @@ HERE = pathlib.Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "keras_regnet" / "__init__.py").read_text()).group(1)
 
 EXTRAS = {
-    # Reference implementations and other backends, for parity and backend tests.
+    # Converting .pyth/.pth checkpoints and verifying against the reference models.
+    "convert": ["torch>=2.1"],
+    # Reference implementations (pycls, timm, torchvision) and other backends, for parity and
+    # backend tests. torch/torchvision are pinned to builds that install from local disk here.
     "test": [
         "pytest>=7",
         "jax>=0.4.30",
         "tf-keras~=2.21.0",
         "ruff",
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "timm>=1.0",
+        "pycls==0.1.1",
     ],
     # Anchors for benchmarks/.
     "bench": ["tf-keras~=2.21.0"],
@@ -30,12 +37,14 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["keras_regnet", "keras_regnet.*"]),
-    package_data={"keras_regnet": ["data/*.json"]},
+    package_data={"keras_regnet": ["data/*.json", "data/*.csv"]},
     install_requires=[
         "keras>=3.3",
         "tensorflow>=2.16",
         "numpy",
         "absl-py",
+        # Reads the hub's .safetensors weights with numpy: weights="imagenet" needs no torch.
+        "safetensors>=0.4",
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["keras-regnet=keras_regnet.cli:main"]},

@@ -47,6 +47,7 @@ _LAZY = {
     "preprocess_input": "keras_regnet.applications",
     "decode_predictions": "keras_regnet.applications",
     "GroupedConv2D": "keras_regnet.layers",
+    "list_weights": "keras_regnet.weights",
 }
 
 

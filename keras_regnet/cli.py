@@ -2,6 +2,9 @@
 
     keras-regnet list                 # the model table with exact complexity
     keras-regnet info RegNetY032      # build it, check it against the analytic counts, time it
+    keras-regnet weights              # the pretrained weight sets
+    keras-regnet convert --source pycls --checkpoint X.pyth --model RegNetX004 \\
+        --output x004.weights.h5 --verify
 """
 
 from __future__ import annotations
@@ -48,6 +51,42 @@ def _info(args: argparse.Namespace) -> int:
     return 0 if built == cx["params"] else 1
 
 
+def _import_torch_side() -> None:
+    # torchvision (used by timm) crashes the process if it is imported after TensorFlow, so
+    # the reference libraries are loaded first when present.
+    for module in ("torch", "torchvision", "timm"):
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+
+
+def _convert(args: argparse.Namespace) -> int:
+    _import_torch_side()
+    import numpy as np
+
+    from keras_regnet import conversion
+    from keras_regnet.model import RegNet
+    from keras_regnet.weights import convert_file
+
+    output = convert_file(args.checkpoint, args.model, args.output, source=args.source)
+    print(f"wrote {output}")
+    if not args.verify:
+        return 0
+    import torch
+
+    reference = conversion.build_reference_model(args.model, args.source)
+    state = {k: torch.from_numpy(np.array(v)) for k, v in conversion.read_checkpoint(args.checkpoint).items()}
+    reference.load_state_dict(state, strict=False)
+    model = RegNet(args.model, weights=output, input_shape=(None, None, 3), classifier_activation=None)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 224, 224, 3)).astype("float32")
+    diff = conversion.max_logit_difference(model, reference.eval(), args.source, images)
+    ok = diff <= args.tolerance
+    print(f"verify: max |logits difference| against {args.source} = {diff:.3g} on 4 random "
+          f"224x224 images ({'OK' if ok else 'FAILED'}, tolerance {args.tolerance:g})")
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keras-regnet", description="RegNet for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,10 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--size", type=int, default=224)
     info.add_argument("--batch", type=int, default=8)
     info.set_defaults(func=_info)
+    convert = sub.add_parser("convert", help="convert a pycls/timm/torchvision checkpoint")
+    convert.add_argument("--source", required=True, choices=["pycls", "timm", "torchvision"])
+    convert.add_argument("--checkpoint", required=True, help=".pyth, .pth or .safetensors file")
+    convert.add_argument("--model", required=True, help="e.g. RegNetY032")
+    convert.add_argument("--output", required=True, help="NAME.weights.h5")
+    convert.add_argument("--verify", action="store_true",
+                         help="compare logits with the reference PyTorch model (needs torch)")
+    convert.add_argument("--tolerance", type=float, default=1e-4)
+    convert.set_defaults(func=_convert)
+    weights = sub.add_parser("weights", help="print the pretrained weights table")
+    weights.set_defaults(func=lambda args: (__import__("keras_regnet").list_weights(), 0)[1])
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"keras-regnet: error: {err}", file=sys.stderr)
         return 2
 

@@ -16,7 +16,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_SIZE = 32  # five stride-2 stages
 POOLINGS = (None, "avg", "max")
-WEIGHT_FILE_SUFFIXES = (".weights.h5",)
+WEIGHT_FILE_SUFFIXES = (".weights.h5", ".safetensors", ".pyth", ".pth", ".pt")
 
 
 def _resolve_spec(spec: str | RegNetSpec | AnyNetSpec) -> tuple[AnyNetSpec, str | None]:
@@ -59,9 +59,10 @@ def _validate(weights, include_preprocessing: bool, pooling, classes: int, inclu
         raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}.")
     if not isinstance(classes, int) or classes < 1:
         raise ValueError(f"classes must be a positive integer, got {classes!r}.")
-    if weights == "imagenet" and include_top and classes != 1000:
+    pretrained = _is_pretrained_tag(weights)
+    if pretrained and include_top and classes != 1000:
         raise ValueError(
-            f"weights='imagenet' with include_top=True has 1000 classes, got classes={classes}. "
+            f"weights={weights!r} with include_top=True has 1000 classes, got classes={classes}. "
             f"For another class count use include_top=False and add your own head, or "
             f"weights=None."
         )
@@ -75,39 +76,51 @@ def _validate(weights, include_preprocessing: bool, pooling, classes: int, inclu
             f"include_preprocessing=True normalises RGB images, but the input has {channels} "
             f"channels. Pass include_preprocessing=False and normalise the input yourself."
         )
-    if weights == "imagenet" and variant is None:
+    if pretrained and variant is None:
         raise ValueError(
-            "weights='imagenet' needs a named model (e.g. RegNet('RegNetX004') or "
+            f"weights={weights!r} needs a named model (e.g. RegNet('RegNetX004') or "
             "keras_regnet.RegNetX004()); a custom spec has no pretrained weights. "
-            "Use weights=None or a path to a .weights.h5 file."
+            "Use weights=None or a path to a weights file."
         )
-    if weights not in (None, "imagenet"):
+    if pretrained:
+        from keras_regnet.weights import get_weight_set
+
+        get_weight_set(variant, weights)  # a clear error for a tag this model lacks
+    elif weights is not None:
         path = os.fspath(weights)
         if not path.endswith(WEIGHT_FILE_SUFFIXES):
             raise ValueError(
-                f"weights must be None, 'imagenet' or a path to a {WEIGHT_FILE_SUFFIXES} file; "
-                f"got {weights!r}."
+                f"weights must be None, 'imagenet', a weight tag (keras_regnet.list_weights()) "
+                f"or a path to a {', '.join(WEIGHT_FILE_SUFFIXES)} file; got {weights!r}."
             )
         if not os.path.exists(path):
             raise FileNotFoundError(f"weights file {path!r} does not exist.")
 
 
+def _is_pretrained_tag(weights) -> bool:
+    if not isinstance(weights, str) or weights.endswith(WEIGHT_FILE_SUFFIXES):
+        return False
+    from keras_regnet.weights import is_weight_tag
+
+    return is_weight_tag(weights)
+
+
 def _load_weights(model: keras.Model, weights, variant: str | None) -> None:
     if weights is None:
         return
-    if weights == "imagenet":
-        raise NotImplementedError(
-            f"weights='imagenet' for {variant} is not available yet: the converted reference "
-            f"weights are not published in this version. Use weights=None, or convert a "
-            f"checkpoint to a .weights.h5 file and pass its path."
-        )
-    try:
-        model.load_weights(os.fspath(weights))
-    except ValueError as err:
-        raise ValueError(
-            f"Could not load {weights!r} into {model.name}: the file does not match this "
-            f"architecture (check the model, include_top and classes). {err}"
-        ) from err
+    from keras_regnet import weights as registry
+
+    if _is_pretrained_tag(weights):
+        registry.load_keras_weights(model, registry.fetch_converted(variant, weights))
+        return
+    path = os.fspath(weights)
+    if path.endswith(".weights.h5"):
+        registry.load_keras_weights(model, path)
+        return
+    from keras_regnet import conversion
+
+    state = conversion.read_checkpoint(path)
+    conversion.load_torch_state_dict(model, state, conversion.detect_source(state))
 
 
 def RegNet(

@@ -29,37 +29,68 @@ def model_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-BEGIN = "<!-- BEGIN GENERATED: model table (python -m keras_regnet.tables --write) -->"
-END = "<!-- END GENERATED: model table -->"
+def weights_table() -> str:
+    """Markdown table of every registered weight set.
+
+    Example:
+        >>> "| `RegNetY032` | `imagenet` |" in weights_table()
+        True
+    """
+    from keras_regnet.weights import list_weights
+
+    lines = [
+        "| model | tag | reported top-1 | eval transform | licence | downloaded from |",
+        "|---|---|---:|---|---|---|",
+    ]
+    for ws in list_weights(print_table=False):
+        t = ws.transform
+        top1 = f"{ws.top1:.3f}" if ws.top1 is not None else "not recorded"
+        where = ", then ".join(f"[{d.source}]({d.url})" for d in ws.downloads)
+        lines.append(f"| `{ws.model}` | `{ws.tag}` | {top1} | resize {t.resize}, crop {t.crop}, "
+                     f"{t.interpolation} | {ws.license} | {where} |")
+    return "\n".join(lines) + "\n"
 
 
-def replace_generated(text: str, table: str) -> str:
-    """Replaces the region between the BEGIN/END markers of a document with ``table``."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"document lacks the markers {BEGIN!r} ... {END!r}")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{table}{END}{tail}"
+REGIONS = {"model table": model_table, "weights table": weights_table}
+GENERATED_DOCS = {"README.md": ("model table",), "docs/models.md": ("model table",),
+                  "docs/weights.md": ("weights table",)}
 
 
-GENERATED_DOCS = ("README.md", "docs/models.md")
+def markers(region: str) -> tuple[str, str]:
+    return (f"<!-- BEGIN GENERATED: {region} (python -m keras_regnet.tables --write) -->",
+            f"<!-- END GENERATED: {region} -->")
+
+
+def replace_generated(text: str, region: str, table: str) -> str:
+    """Replaces the region between a document's BEGIN/END markers with ``table``."""
+    begin, end = markers(region)
+    if begin not in text or end not in text:
+        raise ValueError(f"document lacks the markers {begin!r} ... {end!r}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{table}{end}{tail}"
+
+
+def render(text: str, regions: tuple[str, ...]) -> str:
+    for region in regions:
+        text = replace_generated(text, region, REGIONS[region]())
+    return text
 
 
 def main() -> None:
     import argparse
     import pathlib
 
-    parser = argparse.ArgumentParser(description="Print or rewrite the generated model tables.")
+    parser = argparse.ArgumentParser(description="Print or rewrite the generated tables.")
     parser.add_argument("--write", action="store_true", help=f"rewrite {', '.join(GENERATED_DOCS)}")
     args = parser.parse_args()
     if not args.write:
         print(model_table(), end="")
         return
     root = pathlib.Path(__file__).resolve().parent.parent
-    for doc in GENERATED_DOCS:
+    for doc, regions in GENERATED_DOCS.items():
         path = root / doc
-        path.write_text(replace_generated(path.read_text(encoding="utf-8"), model_table()),
-                        encoding="utf-8")
+        path.write_text(render(path.read_text(encoding="utf-8"), regions), encoding="utf-8")
         print(f"rewrote {path}")
 
 

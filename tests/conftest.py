@@ -8,14 +8,22 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+try:
+    # The reference implementations' torchvision crashes the process when it is imported after
+    # TensorFlow; loading it first (when installed) lets parity tests hold both.
+    import torchvision  # noqa: E402, F401
+except ImportError:
+    pass
+
 import pytest  # noqa: E402
 
+import keras_regnet  # noqa: E402
 from keras_regnet.design.complexity import count  # noqa: E402
 from keras_regnet.variants import VARIANTS  # noqa: E402
 
-DATA = pathlib.Path(__file__).parent / "data"
-# Published pycls model-zoo figures (copied verbatim from the reference's MODEL_ZOO table).
-REFERENCE_CSV = DATA / "pycls_model_zoo.csv"
+# Published pycls model-zoo figures, verbatim from the reference (shipped with the package
+# because the weights registry reports their top-1).
+REFERENCE_CSV = pathlib.Path(keras_regnet.__file__).parent / "data" / "pycls_model_zoo.csv"
 # Parameter counts torchvision publishes for the three sizes whose rounding differs.
 TORCHVISION_PARAMS = {"regnet_x_400mf": 5495976, "regnet_y_800mf": 6432512, "regnet_y_8gf": 39381472}
 

@@ -21,3 +21,30 @@ def test_info_builds_and_checks_the_model(capsys):
 def test_unknown_model_is_a_clear_error(capsys):
     assert cli.main(["info", "RegNetZ999"]) == 2
     assert "Unknown model 'RegNetZ999'" in capsys.readouterr().err
+
+
+def test_convert_with_verify(tmp_path, capsys):
+    from torch_reference import make_reference, save_native
+
+    checkpoint = save_native(make_reference("RegNetX002", "pycls"), "pycls", tmp_path)
+    output = tmp_path / "x002.weights.h5"
+    code = cli.main(["convert", "--source", "pycls", "--checkpoint", checkpoint, "--model",
+                     "RegNetX002", "--output", str(output), "--verify"])
+    out = capsys.readouterr().out
+    assert code == 0 and output.exists() and "OK" in out
+    # A checkpoint of another model is refused with the mismatch list, and nothing is written.
+    other = tmp_path / "y002.weights.h5"
+    code = cli.main(["convert", "--source", "pycls", "--checkpoint", checkpoint, "--model",
+                     "RegNetY002", "--output", str(other)])
+    assert code == 2 and not other.exists()
+    assert "nothing was loaded" in capsys.readouterr().err
+
+
+def test_verify_exits_nonzero_above_tolerance(tmp_path, capsys):
+    from torch_reference import make_reference, save_native
+
+    checkpoint = save_native(make_reference("RegNetY004", "torchvision"), "torchvision", tmp_path)
+    code = cli.main(["convert", "--source", "torchvision", "--checkpoint", checkpoint, "--model",
+                     "RegNetY004", "--output", str(tmp_path / "y004.weights.h5"), "--verify",
+                     "--tolerance", "1e-12"])
+    assert code == 1 and "FAILED" in capsys.readouterr().out

@@ -176,9 +176,9 @@ def test_weights_file_round_trip(tmp_path):
         (dict(weights=None, include_top=False, pooling="mean"), ValueError, "pooling must be one of"),
         (dict(weights="imagenet", classes=10), ValueError, "classes=10"),
         (dict(weights=None, classes=0), ValueError, "classes must be a positive integer"),
-        (dict(weights="model.h5"), ValueError, ".weights.h5"),
+        (dict(weights="model.h5"), ValueError, "a weight tag"),
         (dict(weights="missing.weights.h5"), FileNotFoundError, "does not exist"),
-        (dict(), NotImplementedError, "not available yet"),
+        (dict(weights="swag_lc_in1k"), ValueError, "No weights 'swag_lc_in1k' for RegNetX002"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, error, message):

@@ -1,0 +1,99 @@
+"""Converted weights reproduce the REAL reference implementations' logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from torch_reference import make_reference, save_native, sources_for
+
+import keras_regnet
+from keras_regnet import conversion
+from keras_regnet.variants import VARIANTS
+
+# The tricky cases run by default: the smallest model, a clamped group width (X080), the
+# half-to-even stage width (Y040), a many-group SE model (Y032) and a torchvision-width one.
+DEFAULT = {"RegNetX002", "RegNetX080", "RegNetY040", "RegNetY032", "RegNetX004TV"}
+TOLERANCE = 1e-4
+CASES = [
+    pytest.param(name, source, id=f"{name}-{source}",
+                 marks=[] if name in DEFAULT else [pytest.mark.slow])
+    for name in VARIANTS for source in sources_for(name)
+]
+
+
+def rgb_images(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (2, height, width, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("name, source", CASES)
+def test_converted_logits_match_reference(name, source, tmp_path):
+    reference = make_reference(name, source)
+    checkpoint = save_native(reference, source, tmp_path)
+    model = keras_regnet.RegNet(name, weights=checkpoint, input_shape=(None, None, 3),
+                                classifier_activation=None)
+    for height, width in [(224, 224), (97, 131)]:
+        images = rgb_images(height, width)
+        expected = conversion.reference_logits(reference, images, source)
+        assert expected.std() > 0.05  # a comparison of real, varied logits
+        diff = conversion.max_logit_difference(model, reference, source, images)
+        assert diff <= TOLERANCE, f"{name} from {source} at {height}x{width}: max |diff| {diff:.3g}"
+
+
+def test_pycls_stem_is_flipped_to_rgb(tmp_path):
+    reference = make_reference("RegNetX002", "pycls")
+    state = conversion.to_numpy(reference.state_dict())
+    model = keras_regnet.RegNetX002(weights=save_native(reference, "pycls", tmp_path))
+    kernel = model.get_layer("stem_conv").get_weights()[0]  # [kh, kw, in, out]
+    np.testing.assert_array_equal(kernel[:, :, 0, :], state["stem.conv.weight"][:, 2].transpose(1, 2, 0))
+
+
+def test_mismatched_state_dict_lists_names_and_loads_nothing():
+    reference = make_reference("RegNetX002", "timm")
+    model = keras_regnet.RegNetY002(weights=None)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError) as err:
+        conversion.load_torch_state_dict(model, reference.state_dict(), "timm")
+    message = str(err.value)
+    assert "nothing was loaded" in message and "s1.b1.se.fc1.weight" in message
+    assert "Keras weights without a source tensor" in message
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_headless_model_skips_the_classifier(tmp_path):
+    source = "timm"
+    reference = make_reference("RegNetY002", source)
+    path = save_native(reference, source, tmp_path)
+    full = keras_regnet.RegNetY002(weights=path)
+    headless = keras_regnet.RegNetY002(weights=path, include_top=False, pooling="avg")
+    for layer in headless.layers:
+        for a, b in zip(layer.get_weights(), full.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="unused source tensors"):
+        conversion.load_torch_state_dict(headless, reference.state_dict(), source, skip_head=False)
+
+
+def test_unsafe_pickle_is_refused(tmp_path):
+    import torch
+
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+            return (os.makedirs, (str(marker),))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"stem.0.weight": Payload()}, path)
+    with pytest.raises(ValueError, match="Refusing to load"):
+        conversion.read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_detect_source_and_reference_names():
+    assert conversion.detect_source({"stem.0.weight": 0}) == "torchvision"
+    assert conversion.detect_source({"s1.b1.conv1.conv.weight": 0}) == "timm"
+    assert conversion.detect_source({"s1.b1.f.a.weight": 0}) == "pycls"
+    with pytest.raises(ValueError, match="pass source="):
+        conversion.detect_source({"foo": 0})
+    with pytest.raises(ValueError, match="source must be one of"):
+        conversion.load_torch_state_dict(None, {}, "caffe")
