@@ -22,7 +22,10 @@ EXTRAS = {
         "torchvision==0.29.1",
         "timm>=1.0",
         "pycls==0.1.1",
+        "tensorflow-serving-api>=2.16",
     ],
+    # Writes the TF Serving warmup file on export.
+    "serving": ["tensorflow-serving-api>=2.16"],
     # Anchors for benchmarks/.
     "bench": ["tf-keras~=2.21.0"],
 }

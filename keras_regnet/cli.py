@@ -3,6 +3,7 @@
     keras-regnet list                 # the model table with exact complexity
     keras-regnet info RegNetY032      # build it, check it against the analytic counts, time it
     keras-regnet weights              # the pretrained weight sets
+    keras-regnet export --model RegNetY032 --weights none --output ./served   # TF Serving
     keras-regnet convert --source pycls --checkpoint X.pyth --model RegNetX004 \\
         --output x004.weights.h5 --verify
 """
@@ -87,6 +88,38 @@ def _convert(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from keras_regnet import export
+    from keras_regnet.model import RegNet
+    from keras_regnet.variants import get_variant
+    from keras_regnet.weights import EvalTransform, get_weight_set, is_weight_tag
+
+    name = get_variant(args.model).name
+    weights = None if args.weights == "none" else args.weights
+    transform = get_weight_set(name, weights).transform if is_weight_tag(weights) else EvalTransform()
+    model = RegNet(name, weights=weights, input_shape=(None, None, 3))
+    if args.format == "saved_model":
+        start = time.perf_counter()
+        path = export.export_saved_model(model, args.output, args.version,
+                                         model_name=args.name or name.lower(), transform=transform,
+                                         top_k=args.top_k, overwrite=args.overwrite)
+        print(f"wrote SavedModel {path} in {time.perf_counter() - start:.1f} s (signatures "
+              f"{export.SIGNATURE_IMAGES}, {export.SIGNATURE_BYTES}; eval transform resize "
+              f"{transform.resize}, crop {transform.crop}, {transform.interpolation})")
+        return 0
+    path = args.output if args.output.endswith(".tflite") else os.path.join(
+        args.output, f"{name}{'_' + args.quantize if args.quantize != 'none' else ''}.tflite")
+    export.export_tflite(model, path, quantize=args.quantize, overwrite=args.overwrite,
+                         image_size=transform.crop)
+    images = np.random.default_rng(0).uniform(0, 255, (1, transform.crop, transform.crop, 3))
+    drift = export.tflite_max_difference(path, model, images.astype("float32"))
+    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB); max |probability difference| "
+          f"against the Keras model: {drift:.3g}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keras-regnet", description="RegNet for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,12 +138,25 @@ def main(argv: list[str] | None = None) -> int:
                          help="compare logits with the reference PyTorch model (needs torch)")
     convert.add_argument("--tolerance", type=float, default=1e-4)
     convert.set_defaults(func=_convert)
+    exp = sub.add_parser("export", help="SavedModel for TF Serving, or TFLite")
+    exp.add_argument("--model", required=True, help="e.g. RegNetY032")
+    exp.add_argument("--weights", default="imagenet",
+                     help="imagenet, none, a weight tag, or a weights file path")
+    exp.add_argument("--output", required=True,
+                     help="model base directory (SavedModel goes to OUTPUT/VERSION), or a .tflite path")
+    exp.add_argument("--version", type=int, default=1)
+    exp.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
+    exp.add_argument("--quantize", choices=["none", "dynamic"], default="none", help="TFLite only")
+    exp.add_argument("--top_k", type=int, default=5)
+    exp.add_argument("--name", help="served model name used in the warmup requests")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing version/file")
+    exp.set_defaults(func=_export)
     weights = sub.add_parser("weights", help="print the pretrained weights table")
     weights.set_defaults(func=lambda args: (__import__("keras_regnet").list_weights(), 0)[1])
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ConnectionError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as err:
         print(f"keras-regnet: error: {err}", file=sys.stderr)
         return 2
 

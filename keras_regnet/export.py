@@ -1,0 +1,266 @@
+"""SavedModel export for TF Serving (and TFLite), written atomically in the serving layout.
+
+Signatures (stable names, documented in docs/serving.md):
+
+- ``serving_default``: ``images`` float32 ``[batch, height, width, 3]``, RGB in [0, 255]
+  -> ``probabilities`` ``[batch, classes]``, ``scores`` / ``classes`` (top-k, float32 / int64)
+  and ``class_names`` (string) ``[batch, k]``.
+- ``serving_bytes``: ``image_bytes`` string ``[batch]`` of encoded JPEG/PNG images, decoded,
+  resized and center-cropped in the graph with the weight set's eval transform -> the same
+  outputs. REST clients send ``{"b64": "..."}`` for each image.
+
+No XLA anywhere: the package's layers call TensorFlow's native kernels, and nothing here is
+jit-compiled, so TF Serving's CPU and GPU builds both run the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from typing import Sequence
+
+import numpy as np
+
+from keras_regnet.weights import EvalTransform
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_IMAGES = "serving_default"
+SIGNATURE_BYTES = "serving_bytes"
+LABELS_FILE = "labels.txt"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+FORMATS = ("saved_model", "tflite")
+QUANTIZATIONS = ("none", "dynamic")
+
+
+def _serving_module(model, class_names: Sequence[str], transform: EvalTransform, top_k: int,
+                    labels_path: str):
+    import tensorflow as tf
+
+    classes = int(model.output_shape[-1])
+    if len(class_names) != classes:
+        raise ValueError(f"class_names has {len(class_names)} entries but the model predicts "
+                         f"{classes} classes.")
+    k = min(top_k, classes)
+    names = tf.constant(list(class_names))
+    crop = transform.crop
+    method = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}[transform.interpolation]
+
+    def predict(images):
+        probabilities = tf.cast(model(images, training=False), tf.float32)
+        scores, indices = tf.math.top_k(probabilities, k=k)
+        return {"probabilities": probabilities, "scores": scores,
+                "classes": tf.cast(indices, tf.int64), "class_names": tf.gather(names, indices)}
+
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image = tf.cast(image, tf.float32)
+        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        # Resize the short side to transform.resize, then center-crop transform.crop.
+        scale = transform.resize / tf.reduce_min(shape)
+        size = tf.cast(tf.round(shape * scale), tf.int32)
+        image = tf.image.resize(image, size, method=method, antialias=True)
+        top = (size[0] - crop) // 2
+        left = (size[1] - crop) // 2
+        image = image[top:top + crop, left:left + crop]
+        return tf.clip_by_value(image, 0.0, 255.0)
+
+    module = tf.Module()
+    # Track the backend tf.Variables themselves: restoring through the Keras wrappers alone
+    # leaves the TF1 loader that TF Serving uses with uninitialised variables.
+    module.model_variables = [v.value for v in model.variables]
+    module.labels = tf.saved_model.Asset(labels_path)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+    def serve_images(images):
+        return predict(images)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve_bytes(image_bytes):
+        images = tf.map_fn(decode, image_bytes,
+                           fn_output_signature=tf.TensorSpec([crop, crop, 3], tf.float32))
+        return predict(images)
+
+    module.serve_images, module.serve_bytes = serve_images, serve_bytes
+    return module
+
+
+def _warmup_records(model_name: str, transform: EvalTransform) -> list[bytes] | None:
+    try:
+        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    except ImportError:
+        log.warning("tensorflow-serving-api is not installed: no TF Serving warmup file written "
+                    "(pip install 'keras-regnet[serving]').")
+        return None
+    import tensorflow as tf
+
+    image = np.random.default_rng(0).uniform(0, 255, (transform.crop, transform.crop, 3))
+    jpeg = tf.io.encode_jpeg(image.astype("uint8")).numpy()
+    records = []
+    for signature, key, tensor in (
+        (SIGNATURE_IMAGES, "images", tf.make_tensor_proto(image[None].astype("float32"))),
+        (SIGNATURE_BYTES, "image_bytes", tf.make_tensor_proto([jpeg])),
+    ):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = signature
+        request.inputs[key].CopyFrom(tensor)
+        entry = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+        records.append(entry.SerializeToString())
+    return records
+
+
+def _version_dir(output: str, version: int, overwrite: bool) -> str:
+    if version < 1:
+        raise ValueError(f"version must be a positive integer (TF Serving's layout), got {version}.")
+    target = os.path.join(output, str(version))
+    if os.path.exists(target) and not overwrite:
+        raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) to "
+                              f"replace it, or choose another version.")
+    return target
+
+
+def _publish(staging: str, target: str) -> None:
+    """Moves a finished export into place; TF Serving never sees a half-written version."""
+    if os.path.exists(target):
+        backup = staging + ".old"
+        os.replace(target, backup)
+        os.replace(staging, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def export_saved_model(model, output: str, version: int = 1, *, model_name: str = "regnet",
+                       class_names: Sequence[str] | None = None,
+                       transform: EvalTransform | None = None, top_k: int = 5,
+                       overwrite: bool = False) -> str:
+    """Writes ``output/version/`` as a TF Serving SavedModel with both signatures.
+
+    Args:
+        model: a Keras model (TensorFlow backend) mapping RGB [0, 255] images to class
+            probabilities, e.g. a keras_regnet model with ``include_preprocessing=True``.
+        output: the model's base directory (TF Serving's ``--model_base_path``).
+        version: the version sub-directory (a positive integer).
+        model_name: the name TF Serving serves it under (used in the warmup requests).
+        class_names: one name per class; default the ImageNet names for 1000 classes,
+            ``class_0`` ... otherwise. Written to ``assets/labels.txt`` and returned by the
+            signatures.
+        transform: the eval transform for ``serving_bytes`` (default resize 256, crop 224).
+        top_k: how many top classes the signatures return.
+        overwrite: replace an existing version directory.
+
+    Returns:
+        The version directory.
+
+    Example:
+        >>> model = keras_regnet.RegNetX002(weights=None)  # doctest: +SKIP
+        >>> export_saved_model(model, "/tmp/served/regnet")  # doctest: +SKIP
+        '/tmp/served/regnet/1'
+    """
+    import tensorflow as tf
+
+    transform = transform or EvalTransform()
+    target = _version_dir(output, version, overwrite)
+    classes = int(model.output_shape[-1])
+    if class_names is None:
+        if classes == 1000:
+            from keras_regnet.applications import imagenet_classes
+
+            class_names = [name for _, name in imagenet_classes()]
+        else:
+            class_names = [f"class_{i}" for i in range(classes)]
+    os.makedirs(output, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{version}.exporting.", dir=output)
+    try:
+        labels = os.path.join(staging, LABELS_FILE)
+        with open(labels, "w", encoding="utf-8") as f:
+            f.write("\n".join(class_names) + "\n")
+        module = _serving_module(model, class_names, transform, top_k, labels)
+        saved = os.path.join(staging, "model")
+        tf.saved_model.save(module, saved, signatures={
+            SIGNATURE_IMAGES: module.serve_images, SIGNATURE_BYTES: module.serve_bytes})
+        records = _warmup_records(model_name, transform)
+        if records is not None:
+            os.makedirs(os.path.join(saved, "assets.extra"))
+            with tf.io.TFRecordWriter(os.path.join(saved, WARMUP_FILE)) as writer:
+                for record in records:
+                    writer.write(record)
+        _publish(saved, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def export_tflite(model, path: str, quantize: str = "none", overwrite: bool = False,
+                  image_size: int = 224) -> str:
+    """Writes a ``.tflite`` file (input float32 ``[1, size, size, 3]`` RGB 0-255 -> probabilities).
+
+    ``quantize="dynamic"`` stores weights as int8 (dynamic-range quantization).
+    """
+    import tensorflow as tf
+
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}.")
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite).")
+
+    import keras
+
+    # A fixed [1, size, size, 3] input: TFLite wants static shapes. The converter's Keras path
+    # freezes the weights into constants (and folds batch norm into the convs).
+    inputs = keras.Input((image_size, image_size, 3), batch_size=1, name="images")
+    fixed = keras.Model(inputs, model(inputs, training=False))
+    converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
+    if quantize == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    flatbuffer = converter.convert()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".exporting.", suffix=".tflite", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(flatbuffer)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def tflite_max_difference(path: str, model, images: np.ndarray) -> float:
+    """max |output difference| between a .tflite file and the Keras model, image by image."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    worst = 0.0
+    for image in images:
+        interpreter.set_tensor(inp["index"], image[None].astype("float32"))
+        interpreter.invoke()
+        expected = np.asarray(model(image[None], training=False))
+        diff = np.abs(interpreter.get_tensor(out["index"]) - expected)
+        worst = max(worst, float(np.max(diff)) if np.all(np.isfinite(diff)) else float("inf"))
+    return worst
+
+
+def has_xla(saved_model_dir: str) -> list[str]:
+    """Names of XLA ops or jit-compiled functions found in a SavedModel (empty: none)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    found = []
+    for meta in proto.meta_graphs:
+        nodes = list(meta.graph_def.node)
+        for function in meta.graph_def.library.function:
+            if "_XlaMustCompile" in function.attr and function.attr["_XlaMustCompile"].b:
+                found.append(f"function {function.signature.name} (_XlaMustCompile)")
+            nodes.extend(function.node_def)
+        found += [f"op {n.op} in {n.name}" for n in nodes
+                  if n.op.startswith("Xla") or ("_XlaMustCompile" in n.attr and n.attr["_XlaMustCompile"].b)]
+    return found

@@ -1,0 +1,253 @@
+"""SavedModel export, checked the way TF Serving loads and calls it."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import keras_regnet
+from keras_regnet import cli, export
+from keras_regnet.weights import EvalTransform
+
+
+def sharp_model(name="RegNetY002", classes=1000):
+    """A random model whose classifier is scaled so that its probabilities are far from uniform."""
+    model = keras_regnet.RegNet(name, weights=None, input_shape=(None, None, 3), classes=classes)
+    kernel, bias = model.get_layer("predictions").get_weights()
+    model.get_layer("predictions").set_weights([kernel * 300, bias])
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = sharp_model()
+    base = tmp_path_factory.mktemp("served") / "regnet"
+    path = export.export_saved_model(model, str(base), 3, model_name="regnet")
+    return model, path
+
+
+def images(n=2, size=224, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+def test_layout_and_no_xla(exported):
+    model, path = exported
+    assert path.endswith(os.path.join("regnet", "3"))
+    assert sorted(os.listdir(os.path.dirname(path))) == ["3"]  # no staging leftovers
+    assert {"saved_model.pb", "variables", "assets", "assets.extra"} <= set(os.listdir(path))
+    labels = open(os.path.join(path, "assets", "labels.txt"), encoding="utf-8").read().splitlines()
+    assert labels[:2] == ["tench", "goldfish"] and len(labels) == 1000
+    assert export.has_xla(path) == []
+
+
+def test_xla_scan_detects_stock_keras_grouped_conv(tmp_path):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    x = keras.layers.Conv2D(8, 3, groups=4)(x)
+    stock = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(x)))
+    path = export.export_saved_model(stock, str(tmp_path / "stock"), 1)
+    assert export.has_xla(path)
+
+
+def test_saved_model_cli_lists_both_signatures(exported):
+    _, path = exported
+    out = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show",
+                          "--dir", path, "--all"], capture_output=True, text=True, check=True).stdout
+    for expected in ("signature_def['serving_default']", "signature_def['serving_bytes']",
+                     "inputs['images']", "inputs['image_bytes']", "outputs['probabilities']",
+                     "outputs['classes']", "outputs['scores']", "outputs['class_names']"):
+        assert expected in out
+
+
+def test_fresh_process_tf1_loader_and_tf2_load_match_keras(exported, tmp_path):
+    model, path = exported
+    x = images()
+    np.save(tmp_path / "x.npy", x)
+    code = textwrap.dedent(
+        f"""
+        import sys, json, numpy as np, tensorflow as tf
+        x = np.load({str(tmp_path / "x.npy")!r})
+        out = {{}}
+        # As TF Serving does: TF1 loader, tag "serve", tensors named by the SignatureDef.
+        with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+            meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], {path!r})
+            sig = meta.signature_def["serving_default"]
+            out["tf1"] = sess.run(sig.outputs["probabilities"].name,
+                                  {{sig.inputs["images"].name: x}}).tolist()
+        loaded = tf.saved_model.load({path!r})
+        served = loaded.signatures["serving_default"](images=tf.constant(x))
+        out["tf2"] = served["probabilities"].numpy().tolist()
+        assert not any(m.startswith("keras_regnet") for m in sys.modules)
+        print(json.dumps(out))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = np.asarray(model(x))
+    for key in ("tf1", "tf2"):
+        np.testing.assert_allclose(np.array(out[key]), expected, atol=1e-5)
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image.astype("uint8")).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def _python_eval_transform(data: bytes, transform: EvalTransform) -> np.ndarray:
+    """The usual Python pipeline: PIL decode, short side to 256 (bilinear), center crop 224."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = image.size
+    scale = transform.resize / min(w, h)
+    image = image.resize((round(w * scale), round(h * scale)), Image.BILINEAR)
+    w, h = image.size
+    left, top = (w - transform.crop) // 2, (h - transform.crop) // 2
+    return np.asarray(image.crop((left, top, left + transform.crop, top + transform.crop)), "float32")
+
+
+def test_rest_b64_body_gives_python_pipeline_top1(exported):
+    import tensorflow as tf
+
+    model, path = exported
+    rng = np.random.default_rng(4)
+    # Smooth random pictures of different sizes and aspect ratios (JPEG-friendly).
+    pictures = []
+    for h, w in [(300, 400), (256, 256), (500, 333)]:
+        low = rng.uniform(0, 255, (h // 25 + 2, w // 25 + 2, 3)).astype("float32")
+        pictures.append(tf.image.resize(low, (h, w), method="bicubic").numpy().clip(0, 255))
+    body = json.dumps({"signature_name": "serving_bytes", "instances": [
+        {"image_bytes": {"b64": base64.b64encode(_jpeg(p)).decode("ascii")}} for p in pictures]})
+
+    # TF Serving's REST decoding: a {"b64": ...} object becomes the raw bytes of a DT_STRING.
+    request = json.loads(body)
+    raw = [base64.b64decode(inst["image_bytes"]["b64"]) for inst in request["instances"]]
+    served = tf.saved_model.load(path).signatures[request["signature_name"]](
+        image_bytes=tf.constant(raw))
+    python_path = np.stack([_python_eval_transform(r, EvalTransform()) for r in raw])
+    expected = np.asarray(model(python_path))
+    np.testing.assert_array_equal(served["classes"].numpy()[:, 0], expected.argmax(axis=1))
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=0.05)
+
+
+def test_grpc_predict_request_over_loopback(exported):
+    from concurrent import futures
+
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    model, path = exported
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        """Test harness standing in for TF Serving: TF1 loader, SignatureDef tensor names."""
+
+        def __init__(self):
+            self.graph = tf.Graph()
+            self.session = tf.compat.v1.Session(graph=self.graph)
+            self.meta = tf.compat.v1.saved_model.loader.load(self.session, ["serve"], path)
+
+        def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+            sig = self.meta.signature_def[request.model_spec.signature_name or "serving_default"]
+            feeds = {sig.inputs[k].name: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            names = list(sig.outputs)
+            values = self.session.run([sig.outputs[n].name for n in names], feeds)
+            response = predict_pb2.PredictResponse()
+            response.model_spec.CopyFrom(request.model_spec)
+            for name, value in zip(names, values):
+                response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "regnet"
+            request.model_spec.signature_name = "serving_default"
+            x = images(1, seed=7)
+            request.inputs["images"].CopyFrom(tf.make_tensor_proto(x))
+            response = stub.Predict(request, timeout=60)
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs["probabilities"]),
+                                   np.asarray(model(x)), atol=1e-5)
+        assert tf.make_ndarray(response.outputs["class_names"]).shape == (1, 5)
+    finally:
+        server.stop(grace=None)
+
+
+def test_warmup_requests_replay_against_the_model(exported):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, path = exported
+    loaded = tf.saved_model.load(path)
+    records = list(tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_FILE)).as_numpy_iterator())
+    assert len(records) == 2
+    for record in records:
+        request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+        assert request.model_spec.name == "regnet"
+        inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+        out = loaded.signatures[request.model_spec.signature_name](**inputs)
+        assert out["probabilities"].shape == (1, 1000)
+
+
+def test_existing_version_is_kept_unless_overwrite(exported, tmp_path):
+    model, _ = exported
+    base = str(tmp_path / "m")
+    first = export.export_saved_model(model, base, 1)
+    stamp = os.path.getmtime(os.path.join(first, "saved_model.pb"))
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export.export_saved_model(model, base, 1)
+    assert os.path.getmtime(os.path.join(first, "saved_model.pb")) == stamp
+    export.export_saved_model(model, base, 1, overwrite=True)
+    assert sorted(os.listdir(base)) == ["1"]
+
+
+def test_interrupted_export_leaves_nothing_that_looks_like_a_model(exported, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    model, _ = exported
+    real_save = tf.saved_model.save
+
+    def save_then_die(obj, directory, **kwargs):
+        real_save(obj, directory, **kwargs)  # files are half there when the crash comes
+        raise KeyboardInterrupt("killed during export")
+
+    monkeypatch.setattr(tf.saved_model, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_saved_model(model, str(tmp_path / "m"), 1)
+    assert os.listdir(tmp_path / "m") == []
+
+
+def test_cli_export_regnety032_none(tmp_path, capsys):
+    out_dir = tmp_path / "served"
+    assert cli.main(["export", "--model", "RegNetY032", "--weights", "none", "--output", str(out_dir)]) == 0
+    assert "serving_bytes" in capsys.readouterr().out
+    assert export.has_xla(str(out_dir / "1")) == []
+    assert cli.main(["export", "--model", "RegNetY032", "--weights", "none", "--output", str(out_dir)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quantize, tolerance", [("none", 1e-4), ("dynamic", 0.05)])
+def test_tflite_matches_keras(exported, tmp_path, quantize, tolerance):
+    model, _ = exported
+    path = export.export_tflite(model, str(tmp_path / "m.tflite"), quantize=quantize)
+    drift = export.tflite_max_difference(path, model, images(3, seed=11))
+    print(f"tflite {quantize}: max |probability difference| {drift:.3g}")
+    assert drift <= tolerance
