@@ -23,7 +23,11 @@ EXTRAS = {
         "timm>=1.0",
         "pycls==0.1.1",
         "tensorflow-serving-api>=2.16",
+        "tensorboard",
+        "scikit-learn",
     ],
+    # The trainer: TensorBoard logs (TF 2.21 no longer installs it), the embedded digits demo.
+    "train": ["tensorboard", "scikit-learn"],
     # Writes the TF Serving warmup file on export.
     "serving": ["tensorflow-serving-api>=2.16"],
     # Anchors for benchmarks/.

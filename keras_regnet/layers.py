@@ -81,7 +81,9 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     the normalisation (and, in training, the statistics and moving-average update) in one
     kernel, which grappler can also fold into the preceding convolution at inference. The
     moving variance is updated with the unbiased batch variance, as PyTorch (and so the
-    reference) does. Other backends, masks and non-4D inputs use the standard layer.
+    reference) does, and under a distribution strategy the updated statistics are averaged
+    over replicas so that every replica holds the same model. Other backends, masks and non-4D
+    inputs use the standard layer.
 
     Example:
         >>> bn = FusedBatchNorm(epsilon=1e-5, momentum=0.9)
@@ -109,6 +111,11 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
             exponential_avg_factor=1.0 - self.momentum if train else 1.0,
         )
         if train:
+            replica = tf.distribute.get_replica_context()
+            if replica is not None and replica.num_replicas_in_sync > 1:
+                # Average the updated statistics over replicas (and workers): otherwise each
+                # keeps its own moving averages and the replicas' models drift apart.
+                mean, variance = replica.all_reduce(tf.distribute.ReduceOp.MEAN, [mean, variance])
             self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
             self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
         return tf.cast(outputs, self.compute_dtype)

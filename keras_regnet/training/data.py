@@ -1,0 +1,139 @@
+"""Input pipelines: ImageNet-format TFRecords (and TFDS), decoded, augmented, batched.
+
+Decoder -> parser -> reader, as in the TF Model Garden: :func:`parse_example` reads the
+standard tf.Example keys, :func:`train_image` / :func:`eval_image` transform one image,
+:func:`make_dataset` shards, interleaves, shuffles and batches. Images stay RGB in [0, 255]:
+the model normalises them itself, so normalisation happens exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+# AlexNet PCA lighting noise, RGB eigen-decomposition of ImageNet pixel colours (values in [0, 1]).
+_EIG_VALS = np.array([0.2175, 0.0188, 0.0045], "float32")
+_EIG_VECS = np.array([[-0.5675, 0.7192, 0.4009],
+                      [-0.5808, -0.0045, -0.8140],
+                      [-0.5836, -0.6948, 0.4203]], "float32")
+PCA_STD = 0.1
+FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+}
+SPLIT_PATTERNS = {"train": "train-*", "validation": "validation-*"}
+
+
+def split_files(data_dir: str, split: str) -> list[str]:
+    """The sorted shard files of a split (``train-*`` / ``validation-*``)."""
+    files = sorted(tf.io.gfile.glob(os.path.join(data_dir, SPLIT_PATTERNS[split])))
+    if not files:
+        raise FileNotFoundError(
+            f"No {split} shards matching {SPLIT_PATTERNS[split]!r} in {data_dir}. Write them with "
+            f"training/make_tfrecords.py, or pass the directory that holds them.")
+    return files
+
+
+def detect_label_offset(files: list[str], num_classes: int, sample: int = 5000) -> int:
+    """1 for imagenet_to_gcs-style labels (1..N), 0 for 0-based (TFDS) labels."""
+    labels = []
+    for record in tf.data.TFRecordDataset(files).take(sample):
+        labels.append(int(tf.io.parse_single_example(record, FEATURES)["image/class/label"]))
+    low, high = min(labels), max(labels)
+    if low == 0:
+        return 0
+    if high == num_classes or low >= 1:
+        return 1
+    return 0
+
+
+def parse_example(record, label_offset: int):
+    parsed = tf.io.parse_single_example(record, FEATURES)
+    return parsed["image/encoded"], tf.cast(parsed["image/class/label"], tf.int32) - label_offset
+
+
+def train_image(encoded, size: int, crop_area_min: float = 0.08, flip: bool = True):
+    """Inception crop (area 0.08-1, aspect 3/4-4/3) decoded from the crop alone, flip, lighting."""
+    shape = tf.io.extract_jpeg_shape(encoded)
+    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+        shape, bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(crop_area_min, 1.0), max_attempts=10,
+        use_image_if_no_bounding_boxes=True)
+    y, x, _ = tf.unstack(begin)
+    h, w, _ = tf.unstack(crop_size)
+    image = tf.io.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=3)
+    image = tf.image.resize(image, [size, size], method="bilinear")
+    if flip:
+        image = tf.image.random_flip_left_right(image)
+    alpha = tf.random.normal([3], stddev=PCA_STD)
+    # The noise is defined on [0, 1] images; ours are [0, 255].
+    image += 255.0 * tf.linalg.matvec(_EIG_VECS, alpha * _EIG_VALS)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def eval_image(encoded, size: int, resize: int):
+    """Resize the short side to ``resize`` (bilinear), center-crop ``size``."""
+    image = tf.cast(tf.io.decode_jpeg(encoded, channels=3), tf.float32)
+    hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    new = tf.cast(tf.round(hw * resize / tf.reduce_min(hw)), tf.int32)
+    image = tf.image.resize(image, new, method="bilinear")
+    top, left = (new[0] - size) // 2, (new[1] - size) // 2
+    return image[top:top + size, left:left + size]
+
+
+def make_dataset(files: list[str], *, training: bool, batch_size: int, image_size: int,
+                 eval_resize: int, label_offset: int, seed: int = 0,
+                 shuffle_buffer: int = 10_000, num_shards: int = 1, shard_index: int = 0,
+                 skip_batches: int = 0, crop_area_min: float = 0.08,
+                 flip: bool = True) -> tf.data.Dataset:
+    """A batched (images, labels) dataset for one input pipeline (worker).
+
+    Training data is sharded by file across workers, read interleaved from several files and
+    shuffled (shard order is not random), all seeded so that an epoch's order is reproducible:
+    a resumed run skips the ``skip_batches`` it already trained on and sees the same rest.
+    """
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(16, len(files)),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    ds = ds.map(lambda r: parse_example(r, label_offset), num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        ds = ds.map(lambda e, y: (train_image(e, image_size, crop_area_min, flip), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda e, y: (eval_image(e, image_size, eval_resize), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=training)
+    if skip_batches:
+        ds = ds.skip(skip_batches)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def count_records(files: list[str]) -> int:
+    return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
+
+
+def find_corrupt_file(files: list[str]) -> str | None:
+    """The first shard that does not read cleanly (used to name it in the error)."""
+    for path in files:
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except tf.errors.DataLossError:
+            return path
+    return None
+
+
+def steps_for(records: int, batch_size: int, drop_remainder: bool) -> int:
+    return records // batch_size if drop_remainder else math.ceil(records / batch_size)

@@ -1,0 +1,40 @@
+"""The embedded demo dataset: scikit-learn's handwritten digits (real scans, no download).
+
+1,797 8x8 greyscale digits, upscaled to 32x32 RGB and written as standard 1-based TFRecord
+shards (like imagenet_to_gcs), split 80/20 with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+DEMO_CLASSES = [str(d) for d in range(10)]
+
+
+def prepare(directory: str, size: int = 32, seed: int = 0) -> str:
+    """Writes the demo shards into ``directory`` once; returns it."""
+    marker = os.path.join(directory, "labels.txt")
+    if os.path.exists(marker):
+        return directory
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:
+        raise ImportError("The embedded demo needs scikit-learn: pip install 'keras-regnet[train]'") from err
+    import tensorflow as tf
+
+    from keras_regnet.training.tfrecords import write_arrays
+
+    digits = load_digits()
+    images = digits.images[..., None].astype("float32") * (255.0 / 16.0)
+    images = tf.image.resize(images, (size, size), method="bilinear").numpy()
+    images = np.repeat(np.clip(images, 0, 255).astype("uint8"), 3, axis=-1)
+    order = np.random.default_rng(seed).permutation(len(images))
+    split = int(0.8 * len(images))
+    train, val = order[:split], order[split:]
+    write_arrays(images[train], digits.target[train], DEMO_CLASSES, directory, "train", 2)
+    write_arrays(images[val], digits.target[val], DEMO_CLASSES, directory, "validation", 1)
+    with open(marker, "w") as f:  # written last: its presence means the shards are complete
+        f.write("\n".join(DEMO_CLASSES) + "\n")
+    return directory

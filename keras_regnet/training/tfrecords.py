@@ -1,0 +1,123 @@
+"""Writing standard ImageNet-format TFRecord shards (the layout the readers expect)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import random
+import sys
+import tempfile
+from typing import Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def _bytes(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def to_rgb_jpeg(data: bytes) -> tuple[bytes, int, int]:
+    """Returns (JPEG bytes, height, width); PNG, GIF, BMP and CMYK/grey JPEGs are re-encoded."""
+    is_jpeg = data[:3] == b"\xff\xd8\xff"
+    if is_jpeg:
+        shape = tf.io.extract_jpeg_shape(data).numpy()
+        if shape[2] == 3:
+            return data, int(shape[0]), int(shape[1])
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    return tf.io.encode_jpeg(image, quality=95).numpy(), int(image.shape[0]), int(image.shape[1])
+
+
+def make_example(jpeg: bytes, label: int, synset: str, height: int, width: int,
+                 filename: str) -> tf.train.Example:
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image/encoded": _bytes(jpeg), "image/format": _bytes(b"JPEG"),
+        "image/class/label": _int(label), "image/class/synset": _bytes(synset.encode()),
+        "image/height": _int(height), "image/width": _int(width),
+        "image/filename": _bytes(filename.encode()),
+    }))
+
+
+def write_split(items: Sequence[tuple[bytes | str, int, str, str]], output_dir: str, split: str,
+                num_shards: int, workers: int = 4, progress: bool = True) -> list[str]:
+    """Writes ``split-%05d-of-%05d`` shards atomically from ``(data_or_path, label, synset, name)``.
+
+    Each shard is written to a temporary file and renamed when complete.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    shards = [items[i::num_shards] for i in range(num_shards)]
+    done = [0]
+
+    def write(index: int) -> str:
+        path = os.path.join(output_dir, f"{split}-{index:05d}-of-{num_shards:05d}")
+        fd, tmp = tempfile.mkstemp(prefix=f".{split}-{index:05d}.", dir=output_dir)
+        os.close(fd)
+        try:
+            with tf.io.TFRecordWriter(tmp) as writer:
+                for data, label, synset, name in shards[index]:
+                    if isinstance(data, str):
+                        with open(data, "rb") as f:
+                            data = f.read()
+                    jpeg, h, w = to_rgb_jpeg(data)
+                    writer.write(make_example(jpeg, label, synset, h, w, name).SerializeToString())
+                    done[0] += 1
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        if progress:
+            print(f"\r{split}: {done[0]}/{len(items)} images", end="", file=sys.stderr, flush=True)
+        return path
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        paths = list(pool.map(write, range(num_shards)))
+    if progress:
+        print(file=sys.stderr)
+    return paths
+
+
+def folder_items(root: str, classes: Sequence[str], label_base: int, seed: int | None) -> list:
+    """``root/<class>/<image>`` -> items, labels ``label_base + index of class``, shuffled."""
+    index = {c: i for i, c in enumerate(classes)}
+    items = []
+    for cls in classes:
+        directory = os.path.join(root, cls)
+        for name in sorted(os.listdir(directory)):
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                items.append((os.path.join(directory, name), index[cls] + label_base, cls, name))
+    if seed is not None:
+        random.Random(seed).shuffle(items)  # otherwise shards hold one class each
+    return items
+
+
+def labelled_items(directory: str, labels_file: str, classes: Sequence[str], label_base: int,
+                   seed: int | None) -> list:
+    """A flat folder plus a ``filename synset`` (or ``filename label``) file, e.g. ImageNet val."""
+    index = {c: i for i, c in enumerate(classes)}
+    items = []
+    with open(labels_file, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            name, cls = line.split()[:2]
+            if cls not in index:
+                raise ValueError(f"{labels_file}: class {cls!r} of {name} is not one of the "
+                                 f"training classes.")
+            items.append((os.path.join(directory, name), index[cls] + label_base, cls, name))
+    if seed is not None:
+        random.Random(seed).shuffle(items)
+    return items
+
+
+def write_arrays(images: np.ndarray, labels: Iterable[int], classes: Sequence[str], output_dir: str,
+                 split: str, num_shards: int, label_base: int = 1) -> list[str]:
+    """uint8 ``[N, H, W, 3]`` arrays -> shards (used for the embedded demo data)."""
+    items = [(tf.io.encode_jpeg(img, quality=95).numpy(), int(y) + label_base, classes[int(y)],
+              f"{split}_{i}.jpg") for i, (img, y) in enumerate(zip(images, labels))]
+    return write_split(items, output_dir, split, num_shards, progress=False)

@@ -1,0 +1,305 @@
+"""The trainer: data, recipe, fault tolerance, distribution, transfer learning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_regnet
+from keras_regnet.training import data as data_lib
+from keras_regnet.training.config import Recipe, TrainConfig
+from keras_regnet.training.demo import prepare
+from keras_regnet.training.optim import TorchSGD
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "training", "train.py")
+SMALL = ["--epochs", "2", "--steps_per_epoch", "6", "--batch_size", "16", "--image_size", "32",
+         "--num_classes", "10"]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return prepare(str(tmp_path_factory.mktemp("demo")))
+
+
+def train_cli(args, timeout=300, env=None, **kwargs):
+    return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, **(env or {})), **kwargs)
+
+
+def small_config(demo_dir, model_dir, **overrides) -> TrainConfig:
+    base = dict(model="RegNetX002", data_dir=demo_dir, model_dir=str(model_dir), strategy="one_device",
+                epochs=1, batch_size=16, image_size=32, num_classes=10, steps_per_epoch=4,
+                eval_steps=2, checkpoint_every=2)
+    return TrainConfig(**(base | overrides))
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def _write_shards(directory, labels, base):
+    from keras_regnet.training.tfrecords import write_arrays
+
+    images = np.random.default_rng(0).integers(0, 255, (len(labels), 40, 48, 3), dtype=np.uint8)
+    write_arrays(images, labels, [str(i) for i in range(10)], str(directory), "validation", 2,
+                 label_base=base)
+    return data_lib.split_files(str(directory), "validation")
+
+
+@pytest.mark.parametrize("base", [0, 1])
+def test_both_label_conventions_read_back_zero_based(tmp_path, base):
+    labels = [0, 3, 9, 9, 5, 1]
+    files = _write_shards(tmp_path, labels, base)
+    offset = data_lib.detect_label_offset(files, num_classes=10)
+    assert offset == base
+    ds = data_lib.make_dataset(files, training=False, batch_size=6, image_size=32, eval_resize=36,
+                               label_offset=offset)
+    images, read = next(iter(ds))
+    assert sorted(read.numpy().tolist()) == sorted(labels)
+    assert images.shape == (6, 32, 32, 3) and float(images.numpy().max()) > 1.5  # 0-255, unnormalised
+
+
+def test_train_pipeline_shapes_and_range(demo_dir):
+    files = data_lib.split_files(demo_dir, "train")
+    ds = data_lib.make_dataset(files, training=True, batch_size=8, image_size=48, eval_resize=55,
+                               label_offset=1)
+    images, labels = next(iter(ds))
+    assert images.shape == (8, 48, 48, 3) and labels.shape == (8,)
+    assert 0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 255
+    assert set(labels.numpy().tolist()) <= set(range(10))
+
+
+def test_make_tfrecords_round_trip(tmp_path):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for cls in ("cat", "dog"):
+        (root / "train" / cls).mkdir(parents=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+            if i == 0:  # PNG must be re-encoded as RGB JPEG
+                (root / "train" / cls / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+            else:
+                (root / "train" / cls / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(pixels).numpy())
+    (root / "val").mkdir()
+    grey = rng.integers(0, 255, (9, 9, 1), dtype=np.uint8)
+    (root / "val" / "a.jpg").write_bytes(tf.io.encode_jpeg(grey).numpy())
+    (root / "val_labels.txt").write_text("a.jpg dog\n")
+    out = tmp_path / "records"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "training", "make_tfrecords.py"),
+         f"--train_dir={root / 'train'}", f"--validation_dir={root / 'val'}",
+         f"--validation_labels={root / 'val_labels.txt'}", f"--output_dir={out}",
+         "--train_shards=2", "--validation_shards=1"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out)) == ["labels.txt", "train-00000-of-00002", "train-00001-of-00002",
+                                       "validation-00000-of-00001"]
+    records = [tf.io.parse_single_example(r, {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+        "image/class/synset": tf.io.FixedLenFeature([], tf.string)})
+        for r in tf.data.TFRecordDataset(data_lib.split_files(str(out), "train"))]
+    read = sorted((int(r["image/class/label"]), r["image/class/synset"].numpy().decode()) for r in records)
+    assert read == [(1, "cat")] * 3 + [(2, "dog")] * 3
+    for r in records:
+        assert r["image/encoded"].numpy()[:3] == b"\xff\xd8\xff"  # all JPEG now
+        assert tf.io.decode_jpeg(r["image/encoded"]).shape == (20, 30, 3)
+    val = next(iter(tf.data.TFRecordDataset(data_lib.split_files(str(out), "validation"))))
+    label = tf.io.parse_single_example(val, {"image/class/label": tf.io.FixedLenFeature([], tf.int64)})
+    assert int(label["image/class/label"]) == 2
+
+
+def test_corrupt_shard_error_names_the_file(demo_dir, tmp_path):
+    import shutil
+
+    from keras_regnet.training.loop import run
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir, data)
+    bad = data_lib.split_files(str(data), "train")[1]
+    raw = bytearray(open(bad, "rb").read())
+    raw[200:260] = b"\x00" * 60
+    open(bad, "wb").write(bytes(raw))
+    with pytest.raises(ValueError, match=f"Corrupt training shard {bad}"):
+        run(small_config(str(data), tmp_path / "run", steps_per_epoch=40), verbose=False)
+
+
+# --- recipe ----------------------------------------------------------------------------------
+
+def test_learning_rate_schedule_is_pycls():
+    r = Recipe()
+    assert r.learning_rate(0, 100, 1024) == pytest.approx(0.8 * 0.1)  # warmup factor 0.1 at epoch 0
+    assert r.learning_rate(5, 100, 1024) == pytest.approx(0.4 * (1 + np.cos(np.pi * 5 / 100)))
+    assert r.learning_rate(50, 100, 512) == pytest.approx(0.2)
+    warm = 0.1 * 0.6 + 0.4  # epoch 2 of 5: factor rises linearly from 0.1 to 1
+    assert r.learning_rate(2, 100, 128) == pytest.approx(0.05 * (1 + np.cos(np.pi * 0.02)) * warm)
+
+
+def test_l2_weight_decay_matches_hand_computed_nesterov_steps():
+    """Two steps with different learning rates, against PyTorch's SGD formulas written out."""
+    import tensorflow as tf
+
+    wd, momentum = 0.1, 0.9
+    w0 = np.array([1.0, -2.0, 0.5], "float32")
+    x = np.array([0.3, -1.0, 2.0], "float32")
+    var = keras.Variable(w0)
+    opt = TorchSGD(learning_rate=0.5, momentum=momentum, nesterov=True)
+    opt.build([var])
+    expected_w, buf = w0.astype("float64"), np.zeros(3)
+    for lr in (0.5, 0.2):
+        opt.learning_rate = lr
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(var * x) ** 2 + 0.5 * wd * tf.reduce_sum(var * var)
+        opt.apply_gradients([(tape.gradient(loss, var), var)])
+        grad = 2 * np.dot(expected_w, x) * x + wd * expected_w  # L2 enters the gradient
+        buf = momentum * buf + grad
+        expected_w = expected_w - lr * (grad + momentum * buf)
+    np.testing.assert_allclose(var.numpy(), expected_w, rtol=1e-5)
+
+
+# --- the loop, in process ------------------------------------------------------------------------
+
+def test_non_finite_loss_stops_naming_the_step(demo_dir, tmp_path):
+    from keras_regnet.training.loop import NonFiniteLossError, run
+
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+ \(epoch 1\)"):
+        run(small_config(demo_dir, tmp_path, steps_per_epoch=20),
+            recipe=Recipe(base_lr_per_128=1e12, warmup_epochs=0), verbose=False)
+
+
+def test_transfer_learning_keeps_frozen_weights(demo_dir, tmp_path):
+    from keras_regnet.training.loop import run
+
+    pretrained = keras_regnet.RegNetX002(weights=None)
+    path = tmp_path / "pre.weights.h5"
+    pretrained.save_weights(path)
+    config = small_config(demo_dir, tmp_path / "run", init_weights=str(path), num_classes=10,
+                          freeze_stages=5)
+    run(config, verbose=False)
+    tuned = keras_regnet.RegNetX002(weights=None, classes=10, classifier_activation=None)
+    tuned.load_weights(tmp_path / "run" / "final.weights.h5")
+    for layer in tuned.layers:
+        if layer.name.startswith(("stem_", "s1_", "s2_", "s3_", "s4_")):
+            for a, b in zip(layer.get_weights(), pretrained.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)  # BN statistics included
+    head = tuned.get_layer("predictions").get_weights()[0]
+    assert head.shape == (368, 10)
+    metrics = json.load(open(tmp_path / "run" / "metrics.json"))
+    assert metrics["steps"] == 4 and set(metrics) >= {"val_top1", "val_top5", "epochs", "images_per_sec"}
+    assert os.path.exists(tmp_path / "run" / "export" / "1" / "saved_model.pb")
+
+
+# --- subprocesses: CPU replicas, kill -9, multi-worker ------------------------------------------
+
+def test_mirrored_on_two_cpu_replicas_learns(demo_dir, tmp_path):
+    result = train_cli(["--strategy", "mirrored", "--cpu_replicas", "2", f"--data_dir={demo_dir}",
+                        f"--model_dir={tmp_path}", "--epochs", "8", "--steps_per_epoch", "12",
+                        "--batch_size", "32", "--image_size", "32", "--num_classes", "10",
+                        "--crop_area_min", "0.35", "--noflip"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "with 2 replicas" in result.stderr
+    losses = [float(line.rsplit("loss: ", 1)[1].split()[0]) for line in result.stdout.splitlines()
+              if "loss: " in line and "12/12" in line]
+    assert len(losses) == 8 and losses[-1] < 0.85 * losses[0]
+    metrics = json.load(open(tmp_path / "metrics.json"))
+    assert metrics["steps"] == 96 and metrics["val_top1"] > 40  # 10 classes: chance is 10%
+
+
+def test_resume_after_kill_finishes_with_the_same_step_count(demo_dir, tmp_path):
+    args = ["--strategy", "one_device", f"--data_dir={demo_dir}", f"--model_dir={tmp_path}",
+            "--epochs", "3", "--steps_per_epoch", "20", "--batch_size", "16", "--image_size", "32",
+            "--num_classes", "10", "--checkpoint_every", "5"]
+    proc = subprocess.Popen([sys.executable, TRAIN, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    checkpoints = tmp_path / "checkpoints"
+    while time.time() < deadline and proc.poll() is None:
+        if checkpoints.exists() and any(f.startswith("ckpt-") and int(f.split("-")[1].split(".")[0]) >= 15
+                                        for f in os.listdir(checkpoints) if f.startswith("ckpt-")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "metrics.json").exists()
+
+    result = train_cli(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stderr
+    metrics = json.load(open(tmp_path / "metrics.json"))
+    assert metrics["steps"] == 60 and 0 < metrics["steps_this_run"] < 60
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_two_local_workers_end_identical(demo_dir, tmp_path):
+    import h5py
+
+    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(
+            [sys.executable, TRAIN, "--strategy", "multi_worker", f"--data_dir={demo_dir}",
+             f"--model_dir={tmp_path}", *SMALL],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, TF_CONFIG=tf_config)))
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=400)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outputs)
+    chief, other = tmp_path / "final.weights.h5", tmp_path / ".worker-1" / "final.weights.h5"
+
+    def arrays(path):
+        out = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
+                         if isinstance(obj, h5py.Dataset) else None)
+        return out
+
+    a, b = arrays(chief), arrays(other)
+    assert a.keys() == b.keys() and len(a) > 100
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert json.load(open(tmp_path / "metrics.json"))["steps"] == 12
+
+
+def test_modern_recipe_and_bfloat16_train(demo_dir, tmp_path):
+    from keras_regnet.training.config import recipe
+    from keras_regnet.training.loop import augment_batches, run
+
+    modern = recipe("modern")
+    files = data_lib.split_files(demo_dir, "train")
+    ds = augment_batches(data_lib.make_dataset(files, training=True, batch_size=8, image_size=32,
+                                               eval_resize=36, label_offset=1), modern, 10)
+    images, labels = next(iter(ds))
+    assert labels.shape == (8, 10) and np.allclose(labels.numpy().sum(1), 1.0, atol=1e-5)
+    assert not np.all(labels.numpy().max(1) == 1.0)  # mixed, not one-hot
+    metrics = run(small_config(demo_dir, tmp_path, precision="mixed_bfloat16"), recipe=modern,
+                  verbose=False)
+    assert metrics["steps"] == 4 and np.isfinite(metrics["val_top1"])
+
+
+def test_input_pipeline_benchmark_reports_a_rate(demo_dir, tmp_path, capsys):
+    from keras_regnet.training.benchmark import benchmark_input
+
+    rate = benchmark_input(small_config(demo_dir, tmp_path), batches=5, warmup=1)
+    assert rate > 0 and "images/s" in capsys.readouterr().out
