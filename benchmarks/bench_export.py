@@ -7,22 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def median_rate(fn, batch: int, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
 
 
 def main() -> None:
@@ -35,6 +22,7 @@ def main() -> None:
 
     import numpy as np
     import tensorflow as tf
+    from bench_models import _median_rate as median_rate  # same folder
 
     import keras_regnet
     from keras_regnet import export

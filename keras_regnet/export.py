@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from keras_regnet.files import atomic_path
 from keras_regnet.weights import EvalTransform
 
 log = logging.getLogger(__name__)
@@ -217,16 +218,8 @@ def export_tflite(model, path: str, quantize: str = "none", overwrite: bool = Fa
     if quantize == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     flatbuffer = converter.convert()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".exporting.", suffix=".tflite", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(flatbuffer)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path, suffix=".tflite") as tmp, open(tmp, "wb") as f:
+        f.write(flatbuffer)
     return path
 
 

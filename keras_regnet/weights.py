@@ -19,10 +19,10 @@ import functools
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 
+from keras_regnet.files import atomic_path
 from keras_regnet.variants import VARIANTS, get_variant
 
 DEFAULT_TAG = "imagenet"
@@ -255,12 +255,10 @@ def download(dl: Download, directory: str, timeout: float = 60.0) -> str:
     path = os.path.join(directory, dl.filename)
     if os.path.exists(path):
         return path
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dl.filename}.", suffix=".part", dir=directory)
-    try:
+    with atomic_path(path) as tmp:
         digest = hashlib.sha256()
         try:
-            with urllib.request.urlopen(dl.url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(dl.url, timeout=timeout) as response, open(tmp, "wb") as out:
                 total = response.headers.get("Content-Length")
                 total = int(total) if total else None
                 progress = _Progress(dl.filename, total)
@@ -276,11 +274,7 @@ def download(dl: Download, directory: str, timeout: float = 60.0) -> str:
             raise OSError(f"Download of {dl.url} was truncated: got {progress.done} of {total} "
                           f"bytes. Nothing was kept; try again.")
         _check_hash(dl, digest.hexdigest(), dl.filename)
-        os.replace(tmp, path)
-        return path
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    return path
 
 
 def _check_hash(dl: Download, hexdigest: str, filename: str) -> None:
@@ -324,16 +318,8 @@ def convert_file(checkpoint: str, model: str, output: str, source: str | None = 
     source = source or conversion.detect_source(state)
     keras_model = RegNet(model, weights=None)
     conversion.load_torch_state_dict(keras_model, state, source)
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".converting.", suffix=".weights.h5", dir=directory)
-    os.close(fd)
-    try:
-        keras_model.save_weights(tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(output, suffix=".weights.h5") as tmp:  # Keras wants the suffix
+        keras_model.save_weights(tmp, overwrite=True)
     return output
 
 

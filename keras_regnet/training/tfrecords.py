@@ -6,11 +6,12 @@ import concurrent.futures
 import os
 import random
 import sys
-import tempfile
 from typing import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from keras_regnet.files import atomic_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -56,21 +57,14 @@ def write_split(items: Sequence[tuple[bytes | str, int, str, str]], output_dir: 
 
     def write(index: int) -> str:
         path = os.path.join(output_dir, f"{split}-{index:05d}-of-{num_shards:05d}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{split}-{index:05d}.", dir=output_dir)
-        os.close(fd)
-        try:
-            with tf.io.TFRecordWriter(tmp) as writer:
-                for data, label, synset, name in shards[index]:
-                    if isinstance(data, str):
-                        with open(data, "rb") as f:
-                            data = f.read()
-                    jpeg, h, w = to_rgb_jpeg(data)
-                    writer.write(make_example(jpeg, label, synset, h, w, name).SerializeToString())
-                    done[0] += 1
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+            for data, label, synset, name in shards[index]:
+                if isinstance(data, str):
+                    with open(data, "rb") as f:
+                        data = f.read()
+                jpeg, h, w = to_rgb_jpeg(data)
+                writer.write(make_example(jpeg, label, synset, h, w, name).SerializeToString())
+                done[0] += 1
         if progress:
             print(f"\r{split}: {done[0]}/{len(items)} images", end="", file=sys.stderr, flush=True)
         return path
