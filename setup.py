@@ -25,9 +25,12 @@ EXTRAS = {
         "tensorflow-serving-api>=2.16",
         "tensorboard",
         "scikit-learn",
+        "matplotlib",
     ],
     # The trainer: TensorBoard logs (TF 2.21 no longer installs it), the embedded digits demo.
     "train": ["tensorboard", "scikit-learn"],
+    # Design-space sweeps: plots for the report.
+    "sweep": ["matplotlib", "tensorboard", "scikit-learn"],
     # Writes the TF Serving warmup file on export.
     "serving": ["tensorflow-serving-api>=2.16"],
     # Anchors for benchmarks/.

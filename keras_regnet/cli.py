@@ -120,6 +120,25 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from keras_regnet.design.sampling import parse_window
+    from keras_regnet.training import sweep
+
+    if args.sweep_command == "sample":
+        records = sweep.sample_file(args.space, args.n, args.seed, args.out,
+                                    flops=parse_window(args.flops), params=parse_window(args.params),
+                                    acts=parse_window(args.acts))
+        print(f"wrote {len(records)} {args.space} models to {args.out}")
+    elif args.sweep_command == "train":
+        records = sweep.train_file(args.file, args.epochs, data_dir=args.data_dir,
+                                   image_size=args.image_size, batch_size=args.batch_size,
+                                   num_classes=args.num_classes)
+        print(f"{sum('error' in r for r in records)}/{len(records)} models trained in {args.file}")
+    else:
+        print(f"wrote {sweep.analyze_files(args.files, args.out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keras-regnet", description="RegNet for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +170,28 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--name", help="served model name used in the warmup requests")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing version/file")
     exp.set_defaults(func=_export)
+    sweep = sub.add_parser("sweep", help="design-space sweeps: sample, train, analyze")
+    sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True)
+    sample = sweep_sub.add_parser("sample", help="sample models of a design space")
+    sample.add_argument("--space", required=True, choices=["AnyNetXA", "AnyNetXB", "AnyNetXC",
+                                                           "AnyNetXD", "AnyNetXE", "RegNetX", "RegNetY"])
+    sample.add_argument("--n", type=int, required=True)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--flops", help="multiply-add window LO:HI, e.g. 360M:400M")
+    sample.add_argument("--params", help="parameter window LO:HI")
+    sample.add_argument("--acts", help="activation window LO:HI")
+    sample.add_argument("--out", required=True, help="FILE.jsonl")
+    train = sweep_sub.add_parser("train", help="train each sampled model briefly (resumable)")
+    train.add_argument("file")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--data_dir", help="TFRecords; default the embedded digits demo")
+    train.add_argument("--image_size", type=int, default=32)
+    train.add_argument("--batch_size", type=int, default=64)
+    train.add_argument("--num_classes", type=int)
+    analyze = sweep_sub.add_parser("analyze", help="EDF plots and report.html")
+    analyze.add_argument("files", nargs="+")
+    analyze.add_argument("--out", required=True)
+    sweep.set_defaults(func=_sweep)
     weights = sub.add_parser("weights", help="print the pretrained weights table")
     weights.set_defaults(func=lambda args: (__import__("keras_regnet").list_weights(), 0)[1])
     args = parser.parse_args(argv)

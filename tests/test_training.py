@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -223,8 +224,9 @@ def test_resume_after_kill_finishes_with_the_same_step_count(demo_dir, tmp_path)
     deadline = time.time() + 240
     checkpoints = tmp_path / "checkpoints"
     while time.time() < deadline and proc.poll() is None:
-        if checkpoints.exists() and any(f.startswith("ckpt-") and int(f.split("-")[1].split(".")[0]) >= 15
-                                        for f in os.listdir(checkpoints) if f.startswith("ckpt-")):
+        written = [int(m.group(1)) for f in (os.listdir(checkpoints) if checkpoints.exists() else [])
+                   if (m := re.fullmatch(r"ckpt-(\d+)\.index", f))]
+        if written and max(written) >= 15:
             break
         time.sleep(0.2)
     assert proc.poll() is None, "training ended before it could be killed"

@@ -35,11 +35,15 @@ class NonFiniteLossError(FloatingPointError):
     pass
 
 
-def build_model(config: TrainConfig) -> keras.Model:
-    """The network for training: logits head named like the builders' (``predictions``)."""
+def build_model(config: TrainConfig, spec=None) -> keras.Model:
+    """The network for training: logits head named like the builders' (``predictions``).
+
+    ``spec`` (a RegNetSpec / AnyNetSpec) replaces ``config.model`` for design-space sweeps.
+    """
     weights = config.init_weights
     # Any input size: the same network evaluates and serves at other resolutions.
-    backbone = RegNet(config.model, include_top=False, weights=weights, input_shape=(None, None, 3))
+    backbone = RegNet(spec or config.model, include_top=False, weights=weights,
+                      input_shape=(None, None, 3))
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone.output)
     logits = keras.layers.Dense(
         config.num_classes, name="predictions", dtype="float32",  # float32 logits always
@@ -94,8 +98,13 @@ def _is_chief(strategy) -> bool:
         and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True) -> dict:
-    """Trains, evaluates and exports; returns the metrics written to ``metrics.json``."""
+def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True, spec=None,
+        export: bool = True) -> dict:
+    """Trains, evaluates and exports; returns the metrics written to ``metrics.json``.
+
+    ``spec`` trains a design-space point instead of ``config.model``; ``export=False`` skips
+    the SavedModel (sweeps).
+    """
     recipe = recipe or get_recipe(config.recipe)
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
     chief = _is_chief(strategy)
@@ -113,7 +122,7 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True)
     steps_per_epoch = _steps_per_epoch(config, train_files, global_batch)
 
     with _precision(config.precision), strategy.scope():
-        model = build_model(config)
+        model = build_model(config, spec)
         ema = dict(use_ema=True, ema_momentum=recipe.ema_decay) if recipe.ema_decay else {}
         if recipe.optimizer == "adamw":
             optimizer = keras.optimizers.AdamW(learning_rate=0.0, weight_decay=recipe.weight_decay, **ema)
@@ -218,7 +227,7 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True)
             tf.summary.scalar("val/top5", top5)
         writer.flush()
     if chief:
-        finish(model, config, metrics)
+        finish(model, config, metrics, export)
     else:  # kept so that the replicas can be compared
         model.save_weights(os.path.join(out_dir, "final.weights.h5"), overwrite=True)
     if verbose and chief:
@@ -274,7 +283,7 @@ def evaluate(model, strategy, files, config: TrainConfig, offset: int) -> tuple[
     return 100 * totals[0] / totals[2], 100 * totals[1] / totals[2]
 
 
-def finish(model: keras.Model, config: TrainConfig, metrics: dict) -> None:
+def finish(model: keras.Model, config: TrainConfig, metrics: dict, export: bool = True) -> None:
     """metrics.json, final.weights.h5 and the SavedModel in model_dir/export/N."""
     from keras_regnet.export import export_saved_model
     from keras_regnet.weights import EvalTransform
@@ -282,6 +291,8 @@ def finish(model: keras.Model, config: TrainConfig, metrics: dict) -> None:
     with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     model.save_weights(os.path.join(config.model_dir, "final.weights.h5"), overwrite=True)
+    if not export:
+        return
     probabilities = keras.Model(model.input, keras.layers.Softmax(name="probabilities")(model.output))
     export_dir = os.path.join(config.model_dir, "export")
     version = 1 + max([int(v) for v in os.listdir(export_dir) if v.isdigit()], default=0) \
