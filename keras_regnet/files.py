@@ -8,6 +8,16 @@ import tempfile
 from typing import Iterator
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+# Read once at import: os.umask is process-wide, and writers run in threads.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str, suffix: str = "") -> Iterator[str]:
     """Yields a temporary path beside ``target``; renames it onto ``target`` on success.
@@ -23,6 +33,7 @@ def atomic_path(target: str, suffix: str = "") -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=suffix or ".part",
                                dir=directory)
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)  # mkstemp's 0600 would make every written file private
     try:
         yield tmp
         os.replace(tmp, target)
