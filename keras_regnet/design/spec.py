@@ -270,8 +270,3 @@ class RegNetSpec:
 
 
 AnySpec = RegNetSpec | AnyNetSpec
-
-
-def stage_strides(spec: AnySpec) -> list[int]:
-    """Cumulative stride at the output of the stem (P1) and of each stage (P2..)."""
-    return [2 ** (i + 1) for i in range(spec.to_anynet().num_stages + 1)]

@@ -9,7 +9,6 @@ the model normalises them itself, so normalisation happens exactly once.
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 import numpy as np
@@ -133,7 +132,3 @@ def find_corrupt_file(files: list[str]) -> str | None:
         except tf.errors.DataLossError:
             return path
     return None
-
-
-def steps_for(records: int, batch_size: int, drop_remainder: bool) -> int:
-    return records // batch_size if drop_remainder else math.ceil(records / batch_size)

@@ -9,7 +9,6 @@ step, logs to TensorBoard, evaluates top-1/top-5 and exports.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -310,7 +309,3 @@ def config_class_names(config: TrainConfig) -> list[str] | None:
         if len(names) == config.num_classes:
             return names
     return None
-
-
-def config_dict(config: TrainConfig) -> dict:
-    return dataclasses.asdict(config)
