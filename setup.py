@@ -26,9 +26,12 @@ EXTRAS = {
         "tensorboard",
         "scikit-learn",
         "matplotlib",
+        "tensorflow-datasets",
     ],
     # The trainer: TensorBoard logs (TF 2.21 no longer installs it), the embedded digits demo.
     "train": ["tensorboard", "scikit-learn"],
+    # Reading prepared TFDS datasets (imagenet2012) in the trainer.
+    "tfds": ["tensorflow-datasets"],
     # Design-space sweeps: plots for the report.
     "sweep": ["matplotlib", "tensorboard", "scikit-learn"],
     # Writes the TF Serving warmup file on export.

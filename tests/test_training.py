@@ -305,3 +305,23 @@ def test_input_pipeline_benchmark_reports_a_rate(demo_dir, tmp_path, capsys):
 
     rate = benchmark_input(small_config(demo_dir, tmp_path), batches=5, warmup=1)
     assert rate > 0 and "images/s" in capsys.readouterr().out
+
+
+def test_tfds_imagenet2012_reader_trains_with_zero_based_labels(tmp_path):
+    """The TFDS path, on tensorflow-datasets' own mock of imagenet2012 (random JPEGs)."""
+    import tensorflow_datasets as tfds
+
+    from keras_regnet.training.loop import run
+
+    with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
+        ds = data_lib.make_tfds_dataset("imagenet2012", str(tmp_path / "tfds"), "train",
+                                        training=True, batch_size=4, image_size=32, eval_resize=36)
+        images, labels = next(iter(ds))
+        assert images.shape == (4, 32, 32, 3) and labels.dtype.name == "int32"
+        assert 0 <= int(labels.numpy().min()) and int(labels.numpy().max()) < 1000
+        config = TrainConfig(model="RegNetX002", data_dir=str(tmp_path / "tfds"), tfds_name="imagenet2012",
+                             model_dir=str(tmp_path / "run"), strategy="one_device", epochs=1,
+                             batch_size=4, image_size=32, num_classes=1000, steps_per_epoch=2,
+                             eval_steps=1)
+        metrics = run(config, verbose=False, export=False)
+    assert metrics["steps"] == 2 and 0 <= metrics["val_top1"] <= 100

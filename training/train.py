@@ -16,7 +16,9 @@ from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Model name (default RegNetX002; RegNetY016-like names).")
-flags.DEFINE_string("data_dir", None, "TFRecord directory; empty: the embedded digits demo.")
+flags.DEFINE_string("data_dir", None, "TFRecord directory (or TFDS data_dir with --tfds_name); "
+                    "empty: the embedded digits demo.")
+flags.DEFINE_string("tfds_name", None, "Read a prepared TFDS dataset, e.g. imagenet2012.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, logs, metrics.json, final weights, export/.")
 flags.DEFINE_enum("strategy", "mirrored", ["mirrored", "multi_worker", "tpu", "one_device"], "")
 flags.DEFINE_integer("epochs", None, "Default 100 (demo: 30).")
@@ -48,14 +50,16 @@ def config_from_flags():
     from keras_regnet.training.config import TrainConfig
     from keras_regnet.training.demo import prepare
 
-    defaults = DEMO if FLAGS.data_dir is None else FULL
+    demo = FLAGS.data_dir is None and FLAGS.tfds_name is None
+    defaults = DEMO if demo else FULL
     pick = {k: getattr(FLAGS, k, None) if getattr(FLAGS, k, None) is not None else v
             for k, v in defaults.items()}
-    run_name = "demo" if FLAGS.data_dir is None else pick["model"]
+    run_name = "demo" if demo else pick["model"]
     model_dir = FLAGS.model_dir or os.path.join(os.getcwd(), "runs", run_name)
-    data_dir = FLAGS.data_dir or prepare(os.path.join(model_dir, "demo_data"))
+    data_dir = prepare(os.path.join(model_dir, "demo_data")) if demo else FLAGS.data_dir
     return TrainConfig(
-        data_dir=data_dir, model_dir=model_dir, strategy=FLAGS.strategy, precision=FLAGS.precision,
+        data_dir=data_dir, tfds_name=FLAGS.tfds_name, model_dir=model_dir, strategy=FLAGS.strategy,
+        precision=FLAGS.precision,
         init_weights=FLAGS.init_weights, freeze_stages=FLAGS.freeze_stages,
         label_offset=FLAGS.label_offset, recipe=FLAGS.recipe, tpu=FLAGS.tpu,
         steps_per_epoch=FLAGS.steps_per_epoch, checkpoint_every=FLAGS.checkpoint_every,
@@ -66,7 +70,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
     replicas = FLAGS.cpu_replicas if FLAGS.cpu_replicas is not None else (
-        DEMO["cpu_replicas"] if FLAGS.data_dir is None else 0)
+        DEMO["cpu_replicas"] if FLAGS.data_dir is None and FLAGS.tfds_name is None else 0)
     if replicas > 1 and FLAGS.strategy in ("mirrored", "multi_worker"):
         from keras_regnet.training.distribute import split_cpu
 

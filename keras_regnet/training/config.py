@@ -62,7 +62,8 @@ def recipe(name: str) -> Recipe:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     model: str = "RegNetX002"
-    data_dir: str | None = None  # None: the embedded digits demo
+    data_dir: str | None = None  # TFRecords (or the TFDS data_dir with tfds_name)
+    tfds_name: str | None = None  # read a prepared TFDS dataset, e.g. "imagenet2012"
     model_dir: str = "/tmp/keras_regnet_run"
     strategy: str = "mirrored"
     epochs: int = 100

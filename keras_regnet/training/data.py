@@ -104,9 +104,49 @@ def make_dataset(files: list[str], *, training: bool, batch_size: int, image_siz
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(16, len(files)),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda r: parse_example(r, label_offset), num_parallel_calls=tf.data.AUTOTUNE)
+    return _transform_and_batch(ds, training, batch_size, image_size, eval_resize, seed,
+                                shuffle_buffer, skip_batches, crop_area_min, flip)
+
+
+def make_tfds_dataset(name: str, data_dir: str | None, split: str, *, training: bool,
+                      batch_size: int, image_size: int, eval_resize: int, seed: int = 0,
+                      shuffle_buffer: int = 10_000, num_shards: int = 1, shard_index: int = 0,
+                      skip_batches: int = 0, crop_area_min: float = 0.08,
+                      flip: bool = True) -> tf.data.Dataset:
+    """The same pipeline over a prepared TFDS dataset (e.g. ``imagenet2012``, labels 0-based).
+
+    Images are read still encoded (``SkipDecoding``) so the training crop is decoded alone.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise ImportError("Reading TFDS needs tensorflow-datasets: pip install 'keras-regnet[tfds]'") from err
+    builder = tfds.builder(name, data_dir=data_dir)
+    read_config = tfds.ReadConfig(
+        shuffle_seed=seed, interleave_cycle_length=16,
+        input_context=tf.distribute.InputContext(num_input_pipelines=num_shards,
+                                                 input_pipeline_id=shard_index))
+    ds = builder.as_dataset(split=split, shuffle_files=training, read_config=read_config,
+                            decoders={"image": tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return _transform_and_batch(ds, training, batch_size, image_size, eval_resize, seed,
+                                shuffle_buffer, skip_batches, crop_area_min, flip)
+
+
+def tfds_split_size(name: str, data_dir: str | None, split: str) -> int:
+    import tensorflow_datasets as tfds
+
+    return int(tfds.builder(name, data_dir=data_dir).info.splits[split].num_examples)
+
+
+def _transform_and_batch(ds, training: bool, batch_size: int, image_size: int, eval_resize: int,
+                         seed: int, shuffle_buffer: int, skip_batches: int, crop_area_min: float,
+                         flip: bool) -> tf.data.Dataset:
+    """(encoded JPEG, label) pairs -> shuffled, augmented or eval-cropped, batched."""
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
-    ds = ds.map(lambda r: parse_example(r, label_offset), num_parallel_calls=tf.data.AUTOTUNE)
     if training:
         ds = ds.map(lambda e, y: (train_image(e, image_size, crop_area_min, flip), y),
                     num_parallel_calls=tf.data.AUTOTUNE)

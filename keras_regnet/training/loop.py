@@ -68,7 +68,9 @@ def freeze(model: keras.Model, stages: int) -> None:
 def _steps_per_epoch(config: TrainConfig, files: list[str], global_batch: int) -> int:
     if config.steps_per_epoch:
         return config.steps_per_epoch
-    if len(files) == 1024 and files[0].endswith("-of-01024"):
+    if config.tfds_name:
+        records = data_lib.tfds_split_size(config.tfds_name, config.data_dir, "train")
+    elif len(files) == 1024 and files[0].endswith("-of-01024"):
         records = IMAGENET_TRAIN_RECORDS  # counting 1.28M records would read 140 GB
     else:
         records = data_lib.count_records(files)
@@ -111,12 +113,15 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
         config.model_dir, f".worker-{strategy.cluster_resolver.task_id}")
     os.makedirs(out_dir, exist_ok=True)
 
-    train_files = data_lib.split_files(config.data_dir, "train")
-    val_files = data_lib.split_files(config.data_dir, "validation")
-    offset = config.label_offset
-    if offset is None:
-        offset = data_lib.detect_label_offset(val_files, config.num_classes)
-        log.info("label offset detected: %d", offset)
+    if config.tfds_name:  # TFDS labels are 0-based
+        train_files, val_files, offset = [], [], 0
+    else:
+        train_files = data_lib.split_files(config.data_dir, "train")
+        val_files = data_lib.split_files(config.data_dir, "validation")
+        offset = config.label_offset
+        if offset is None:
+            offset = data_lib.detect_label_offset(val_files, config.num_classes)
+            log.info("label offset detected: %d", offset)
     global_batch = config.batch_size
     steps_per_epoch = _steps_per_epoch(config, train_files, global_batch)
 
@@ -178,12 +183,11 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
         (optimizer.inner_optimizer if hasattr(optimizer, "inner_optimizer") else optimizer).learning_rate = lr
 
         def dataset_fn(ctx, epoch=epoch, skip=done_in_epoch):
-            ds = data_lib.make_dataset(
-                train_files, training=True, batch_size=ctx.get_per_replica_batch_size(global_batch),
-                image_size=config.image_size, eval_resize=config.eval_resize, label_offset=offset,
-                seed=config.seed + epoch, shuffle_buffer=config.shuffle_buffer,
-                num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id,
-                skip_batches=skip, crop_area_min=config.crop_area_min, flip=config.flip)
+            ds = _dataset(config, train_files, offset, "train", training=True,
+                          batch_size=ctx.get_per_replica_batch_size(global_batch),
+                          seed=config.seed + epoch, shuffle_buffer=config.shuffle_buffer,
+                          num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id,
+                          skip_batches=skip, crop_area_min=config.crop_area_min, flip=config.flip)
             return augment_batches(ds, recipe, config.num_classes).repeat()
 
         iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
@@ -195,7 +199,7 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
             try:
                 loss = float(train_step(iterator))
             except tf.errors.DataLossError as err:
-                bad = data_lib.find_corrupt_file(train_files)
+                bad = data_lib.find_corrupt_file(train_files) if train_files else None
                 raise ValueError(f"Corrupt training shard {bad or '(unknown)'}: {err.message}") from err
             current = int(step.assign_add(1).numpy())
             images_seen += global_batch
@@ -234,6 +238,14 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
     return metrics
 
 
+def _dataset(config: TrainConfig, files: list[str], offset: int, split: str, **kwargs):
+    """The TFRecord or TFDS pipeline of a split, per the config."""
+    common = dict(image_size=config.image_size, eval_resize=config.eval_resize, **kwargs)
+    if config.tfds_name:
+        return data_lib.make_tfds_dataset(config.tfds_name, config.data_dir, split, **common)
+    return data_lib.make_dataset(files, label_offset=offset, **common)
+
+
 def augment_batches(ds: tf.data.Dataset, recipe: Recipe, num_classes: int) -> tf.data.Dataset:
     """The modern recipe's batch-level augmentations, all Keras 3 built-in layers."""
     if recipe.randaugment:
@@ -262,9 +274,7 @@ def augment_batches(ds: tf.data.Dataset, recipe: Recipe, num_classes: int) -> tf
 
 def evaluate(model, strategy, files, config: TrainConfig, offset: int) -> tuple[float, float]:
     """Top-1 / top-5 accuracy (%) over the whole validation split."""
-    ds = data_lib.make_dataset(files, training=False, batch_size=config.batch_size,
-                               image_size=config.image_size, eval_resize=config.eval_resize,
-                               label_offset=offset)
+    ds = _dataset(config, files, offset, "validation", training=False, batch_size=config.batch_size)
     if config.eval_steps:
         ds = ds.take(config.eval_steps)
 
