@@ -20,7 +20,11 @@ from keras_regnet.weights import EvalTransform
 
 
 def sharp_model(name="RegNetY002", classes=1000):
-    """A random model whose classifier is scaled so that its probabilities are far from uniform."""
+    """A random model whose classifier is scaled so that its probabilities are far from uniform.
+
+    Seeded, so that the tolerance checks below see the same network on every run.
+    """
+    keras.utils.set_random_seed(0)
     model = keras_regnet.RegNet(name, weights=None, input_shape=(None, None, 3), classes=classes)
     kernel, bias = model.get_layer("predictions").get_weights()
     model.get_layer("predictions").set_weights([kernel * 300, bias])
@@ -119,16 +123,41 @@ def _python_eval_transform(data: bytes, transform: EvalTransform) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + transform.crop, top + transform.crop)), "float32")
 
 
-def test_rest_b64_body_gives_python_pipeline_top1(exported):
+def _colour_model() -> keras.Model:
+    """Classifies the dominant colour (red / green / blue): its answer depends on the pixels
+    the preprocessing keeps, not on decoder rounding, so both pipelines must agree."""
+    inputs = keras.Input((None, None, 3))
+    mean = keras.layers.GlobalAveragePooling2D()(inputs)
+    dense = keras.layers.Dense(3, activation="softmax", use_bias=False)
+    outputs = dense(mean)
+    dense.set_weights([np.eye(3, dtype="float32") * 0.05])
+    return keras.Model(inputs, outputs)
+
+
+def test_rest_b64_body_gives_python_pipeline_top1(tmp_path):
     import tensorflow as tf
 
-    model, path = exported
+    model = _colour_model()
+    path = export.export_saved_model(model, str(tmp_path / "colour"), 1,
+                                     class_names=["red", "green", "blue"])
     rng = np.random.default_rng(4)
-    # Smooth random pictures of different sizes and aspect ratios (JPEG-friendly).
-    pictures = []
-    for h, w in [(300, 400), (256, 256), (500, 333)]:
-        low = rng.uniform(0, 255, (h // 25 + 2, w // 25 + 2, 3)).astype("float32")
-        pictures.append(tf.image.resize(low, (h, w), method="bicubic").numpy().clip(0, 255))
+    pictures, expected_names = [], []
+    # Smooth pictures of different sizes and aspect ratios, each dominated by one colour in its
+    # centre and by another colour in the border strips that the center crop must discard.
+    for (h, w), centre, border in [((300, 400), 0, 2), ((256, 256), 1, 0), ((500, 333), 2, 1)]:
+        low = rng.uniform(0, 80, (h // 25 + 2, w // 25 + 2, 3)).astype("float32")
+        picture = tf.image.resize(low, (h, w), method="bicubic").numpy().clip(0, 255)
+        picture[..., centre] += 150
+        short = min(h, w)
+        strip_h, strip_w = (h - short * 224 // 256) // 2, (w - short * 224 // 256) // 2
+        if strip_w > 10:
+            picture[:, : strip_w - 5, border] += 255
+            picture[:, w - strip_w + 5:, border] += 255
+        if strip_h > 10:
+            picture[: strip_h - 5, :, border] += 255
+            picture[h - strip_h + 5:, :, border] += 255
+        pictures.append(picture.clip(0, 255))
+        expected_names.append(["red", "green", "blue"][centre])
     body = json.dumps({"signature_name": "serving_bytes", "instances": [
         {"image_bytes": {"b64": base64.b64encode(_jpeg(p)).decode("ascii")}} for p in pictures]})
 
@@ -139,8 +168,26 @@ def test_rest_b64_body_gives_python_pipeline_top1(exported):
         image_bytes=tf.constant(raw))
     python_path = np.stack([_python_eval_transform(r, EvalTransform()) for r in raw])
     expected = np.asarray(model(python_path))
+    assert [n.decode() for n in served["class_names"].numpy()[:, 0]] == expected_names
     np.testing.assert_array_equal(served["classes"].numpy()[:, 0], expected.argmax(axis=1))
-    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=0.05)
+    np.testing.assert_allclose(served["probabilities"].numpy(), expected, atol=0.02)
+
+
+def test_serving_bytes_equals_serving_default_on_the_same_pixels(exported):
+    """For the RegNet export: the bytes signature is the image signature after decode+crop."""
+    import tensorflow as tf
+
+    _, path = exported
+    loaded = tf.saved_model.load(path)
+    jpeg = _jpeg(np.random.default_rng(2).uniform(0, 255, (300, 260, 3)))
+    image = tf.cast(tf.io.decode_jpeg(jpeg, channels=3), tf.float32)
+    size = tf.cast(tf.round(tf.constant([300.0, 260.0]) * 256 / 260), tf.int32)
+    image = tf.image.resize(image, size, method="bilinear", antialias=True)
+    top, left = (int(size[0]) - 224) // 2, (int(size[1]) - 224) // 2
+    image = tf.clip_by_value(image[top:top + 224, left:left + 224], 0, 255)[None]
+    by_bytes = loaded.signatures["serving_bytes"](image_bytes=tf.constant([jpeg]))
+    by_pixels = loaded.signatures["serving_default"](images=image)
+    np.testing.assert_allclose(by_bytes["probabilities"], by_pixels["probabilities"], atol=1e-6)
 
 
 def test_grpc_predict_request_over_loopback(exported):

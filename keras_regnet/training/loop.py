@@ -108,6 +108,7 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
     """
     recipe = recipe or get_recipe(config.recipe)
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
+    keras.utils.set_random_seed(config.seed)  # same initial weights for the same --seed
     chief = _is_chief(strategy)
     out_dir = config.model_dir if chief else os.path.join(
         config.model_dir, f".worker-{strategy.cluster_resolver.task_id}")
