@@ -21,7 +21,8 @@ WEIGHT_FILE_SUFFIXES = (".weights.h5", ".safetensors", ".pyth", ".pth", ".pt")
 
 def _resolve_spec(spec: str | RegNetSpec | AnyNetSpec) -> tuple[AnyNetSpec, str | None]:
     if isinstance(spec, str):
-        return get_variant(spec).spec.to_anynet(), get_variant(spec).name
+        variant = get_variant(spec)
+        return variant.spec.to_anynet(), variant.name
     if isinstance(spec, (RegNetSpec, AnyNetSpec)):
         return spec.to_anynet(), None
     raise TypeError(
@@ -105,7 +106,8 @@ def _is_pretrained_tag(weights) -> bool:
     return is_weight_tag(weights)
 
 
-def _load_weights(model: keras.Model, weights, variant: str | None) -> None:
+def load_weights_into(model: keras.Model, weights, variant: str | None) -> None:
+    """Loads a weight tag (``variant`` names the model) or a weights/checkpoint file."""
     if weights is None:
         return
     from keras_regnet import weights as registry
@@ -202,7 +204,7 @@ def RegNet(
     model_inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else inputs
     model = keras.Model(model_inputs, x, name=name or (variant or "regnet").lower())
     model.pyramid_outputs = pyramid
-    _load_weights(model, weights, variant)
+    load_weights_into(model, weights, variant)
     return model
 
 

@@ -325,3 +325,15 @@ def test_tfds_imagenet2012_reader_trains_with_zero_based_labels(tmp_path):
                              eval_steps=1)
         metrics = run(config, verbose=False, export=False)
     assert metrics["steps"] == 2 and 0 <= metrics["val_top1"] <= 100
+
+
+def test_init_weights_with_imagenet_classes_keeps_the_pretrained_head(tmp_path):
+    from keras_regnet.training.loop import build_model
+
+    pretrained = keras_regnet.RegNetX002(weights=None)
+    path = tmp_path / "pre.weights.h5"
+    pretrained.save_weights(path)
+    model = build_model(TrainConfig(model="RegNetX002", init_weights=str(path), num_classes=1000))
+    for name in ("predictions", "s4_b7_conv3", "stem_bn"):
+        for a, b in zip(model.get_layer(name).get_weights(), pretrained.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)

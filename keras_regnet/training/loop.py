@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_regnet.model import RegNet
+from keras_regnet.model import RegNet, load_weights_into
 from keras_regnet.training import data as data_lib
 from keras_regnet.training.config import Recipe, TrainConfig
 from keras_regnet.training.config import recipe as get_recipe
@@ -40,18 +40,19 @@ def build_model(config: TrainConfig, spec=None) -> keras.Model:
     ``spec`` (a RegNetSpec / AnyNetSpec) replaces ``config.model`` for design-space sweeps.
     """
     weights = config.init_weights
+    # With ImageNet's classes the pretrained classifier is kept: the whole network is loaded
+    # once, after the head is attached; otherwise the backbone loads the weights without it.
+    keep_head = weights is not None and config.num_classes == 1000
     # Any input size: the same network evaluates and serves at other resolutions.
-    backbone = RegNet(spec or config.model, include_top=False, weights=weights,
-                      input_shape=(None, None, 3))
+    backbone = RegNet(spec or config.model, include_top=False,
+                      weights=None if keep_head else weights, input_shape=(None, None, 3))
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone.output)
     logits = keras.layers.Dense(
         config.num_classes, name="predictions", dtype="float32",  # float32 logits always
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))(x)
     model = keras.Model(backbone.input, logits, name=backbone.name)
-    if weights is not None and config.num_classes == 1000:
-        # Keep the pretrained classifier too when the classes are ImageNet's.
-        full = RegNet(config.model, weights=weights, input_shape=(None, None, 3))
-        model.get_layer("predictions").set_weights(full.get_layer("predictions").get_weights())
+    if keep_head:
+        load_weights_into(model, weights, None if spec else config.model)
     freeze(model, config.freeze_stages)
     return model
 
