@@ -21,6 +21,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+import warnings
 
 from keras_regnet.files import atomic_path
 from keras_regnet.variants import VARIANTS, get_variant
@@ -328,10 +329,23 @@ def load_keras_weights(model, path: str) -> None:
 
     Keras keys weights by layer order and class, and our head layers come last, so a
     full-model file also loads into the same network built with ``include_top=False``.
+    Keras only warns when parts of a file find no place in the model (and leaves those layers
+    as initialised); here that is an error, so no model is ever half loaded.
     """
-    try:
-        model.load_weights(path)
-    except ValueError as err:
+    problem = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except ValueError as err:
+            problem = err
+    for warning in caught:
+        if problem is None and "Skipping" in str(warning.message):
+            problem = warning.message
+        elif "Skipping" not in str(warning.message):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if problem is not None:
         raise ValueError(
             f"Could not load {path!r} into {model.name}: the file does not match this "
-            f"architecture (check the model, include_top and classes). {err}") from err
+            f"architecture (check the model, include_top and classes). {problem}") from (
+            problem if isinstance(problem, BaseException) else None)
