@@ -35,6 +35,10 @@ flags.DEFINE_string("tpu", None, "TPU address for --strategy tpu.")
 flags.DEFINE_integer("steps_per_epoch", None, "Default: one pass over the training shards.")
 flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint every N steps (and at epoch ends).")
 flags.DEFINE_integer("seed", 0, "")
+flags.DEFINE_float("learning_rate", None, "Peak learning rate for the global batch (default: the "
+                   "recipe's rule; pycls: 0.1 x batch_size / 128). Lower it for fine-tuning.")
+flags.DEFINE_float("weight_decay", None, "Default: the recipe's (pycls: 5e-5, as L2 in the gradient; "
+                   "modern: AdamW's decoupled 0.05).")
 flags.DEFINE_bool("benchmark_input", False, "Only measure the input pipeline's images/s.")
 flags.DEFINE_float("crop_area_min", None, "Inception crop's smallest area (default 0.08; demo 0.35).")
 flags.DEFINE_bool("flip", None, "Random horizontal flips (default on; demo off).")
@@ -63,7 +67,7 @@ def config_from_flags():
         init_weights=FLAGS.init_weights, freeze_stages=FLAGS.freeze_stages,
         label_offset=FLAGS.label_offset, recipe=FLAGS.recipe, tpu=FLAGS.tpu,
         steps_per_epoch=FLAGS.steps_per_epoch, checkpoint_every=FLAGS.checkpoint_every,
-        seed=FLAGS.seed, **pick)
+        seed=FLAGS.seed, learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay, **pick)
 
 
 def main(argv):

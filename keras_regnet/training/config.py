@@ -84,6 +84,8 @@ class TrainConfig:
     crop_area_min: float = 0.08  # Inception crop's smallest area fraction
     flip: bool = True  # random horizontal flips (off for data where mirroring changes the class)
     eval_steps: int | None = None
+    learning_rate: float | None = None  # peak lr for the global batch; None: the recipe's rule
+    weight_decay: float | None = None  # None: the recipe's (pycls: 5e-5 L2)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -96,9 +98,22 @@ class TrainConfig:
             raise ValueError(f"--image_size must be at least 32, got {self.image_size}.")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("--epochs and --batch_size must be positive.")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}.")
+        if self.weight_decay is not None and not self.weight_decay >= 0:
+            raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}.")
         if not 0 <= self.freeze_stages <= 5:
             raise ValueError(f"--freeze_stages must be 0 (none) .. 5 (stem + 4 stages), got "
                              f"{self.freeze_stages}.")
+
+    def tuned(self, recipe: Recipe) -> Recipe:
+        """The recipe with this run's --learning_rate / --weight_decay overrides applied."""
+        changes = {}
+        if self.learning_rate is not None:
+            changes["base_lr_per_128"] = self.learning_rate * 128 / self.batch_size
+        if self.weight_decay is not None:
+            changes["weight_decay"] = self.weight_decay
+        return dataclasses.replace(recipe, **changes)
 
     @property
     def eval_resize(self) -> int:

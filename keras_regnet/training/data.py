@@ -57,11 +57,18 @@ def parse_example(record, label_offset: int):
     return parsed["image/encoded"], tf.cast(parsed["image/class/label"], tf.int32) - label_offset
 
 
-def train_image(encoded, size: int, crop_area_min: float = 0.08, flip: bool = True):
-    """Inception crop (area 0.08-1, aspect 3/4-4/3) decoded from the crop alone, flip, lighting."""
+def train_image(encoded, size: int, crop_area_min: float = 0.08, flip: bool = True, seed=None):
+    """Inception crop (area 0.08-1, aspect 3/4-4/3) decoded from the crop alone, flip, lighting.
+
+    ``seed`` (shape [2] integers) makes the augmentation a pure function of it (stateless ops),
+    so a seeded epoch, and a resumed one, sees exactly the same crops; None draws fresh ones.
+    """
+    if seed is None:
+        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+    crop_seed, flip_seed, light_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     shape = tf.io.extract_jpeg_shape(encoded)
-    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
-        shape, bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.0,
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape, bounding_boxes=tf.zeros([1, 0, 4]), seed=crop_seed, min_object_covered=0.0,
         aspect_ratio_range=(3 / 4, 4 / 3), area_range=(crop_area_min, 1.0), max_attempts=10,
         use_image_if_no_bounding_boxes=True)
     y, x, _ = tf.unstack(begin)
@@ -69,8 +76,8 @@ def train_image(encoded, size: int, crop_area_min: float = 0.08, flip: bool = Tr
     image = tf.io.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=3)
     image = tf.image.resize(image, [size, size], method="bilinear")
     if flip:
-        image = tf.image.random_flip_left_right(image)
-    alpha = tf.random.normal([3], stddev=PCA_STD)
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    alpha = tf.random.stateless_normal([3], light_seed, stddev=PCA_STD)
     # The noise is defined on [0, 1] images; ours are [0, 255].
     image += 255.0 * tf.linalg.matvec(_EIG_VECS, alpha * _EIG_VALS)
     return tf.clip_by_value(image, 0.0, 255.0)
@@ -147,15 +154,19 @@ def _transform_and_batch(ds, training: bool, batch_size: int, image_size: int, e
     """(encoded JPEG, label) pairs -> shuffled, augmented or eval-cropped, batched."""
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
-    if training:
-        ds = ds.map(lambda e, y: (train_image(e, image_size, crop_area_min, flip), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        # Each example's augmentation seed is (seed, its position in the epoch): the epoch is
+        # reproducible, and a resumed run skips what it trained on before decoding anything.
+        ds = ds.enumerate()
+        if skip_batches:
+            ds = ds.skip(skip_batches * batch_size)
+        ds = ds.map(lambda i, example: (
+            train_image(example[0], image_size, crop_area_min, flip,
+                        seed=tf.stack([tf.constant(seed, tf.int64), i])), example[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda e, y: (eval_image(e, image_size, eval_resize), y),
                     num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=training)
-    if skip_batches:
-        ds = ds.skip(skip_batches)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -2,7 +2,7 @@
 
 Keras's ``model.fit`` fails under MultiWorkerMirroredStrategy with Keras 3, so training runs a
 plain ``tf.function`` step through ``strategy.run``. The loop checkpoints during the epoch and
-resumes exactly (same total steps, same data order), stops on a non-finite loss naming the
+resumes exactly (same total steps, same data order and crops), stops on a non-finite loss naming the
 step, logs to TensorBoard, evaluates top-1/top-5 and exports.
 """
 
@@ -107,7 +107,7 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
     ``spec`` trains a design-space point instead of ``config.model``; ``export=False`` skips
     the SavedModel (sweeps).
     """
-    recipe = recipe or get_recipe(config.recipe)
+    recipe = config.tuned(recipe or get_recipe(config.recipe))
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
     keras.utils.set_random_seed(config.seed)  # same initial weights for the same --seed
     chief = _is_chief(strategy)
@@ -158,20 +158,23 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
             else:
                 per_example = keras.losses.sparse_categorical_crossentropy(
                     labels, logits, from_logits=True)
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            data_loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            penalty = tf.constant(0.0)
             if l2:
                 # L2 in the loss gives gradient l2 * w, which then passes through momentum:
                 # pycls's weight decay (Keras's weight_decay would be decoupled instead).
-                penalty = 0.5 * l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
-                                               for v in trainable])
-                loss += tf.nn.scale_regularization_loss(penalty)
-            scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+                penalty = tf.nn.scale_regularization_loss(
+                    0.5 * l2 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                                         for v in trainable]))
+            total = data_loss + penalty
+            scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
         grads = tape.gradient(scaled, trainable)
         optimizer.apply_gradients(zip(grads, trainable))
-        return loss
+        return tf.stack([data_loss, penalty])
 
     @tf.function
     def train_step(iterator):
+        """One global step; returns (cross-entropy, L2 penalty) summed over the replicas."""
         images, labels = next(iterator)
         losses = strategy.run(step_fn, args=(images, labels))
         return strategy.reduce("SUM", losses, axis=None)
@@ -199,21 +202,23 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
         progbar.update(done_in_epoch)
         for _ in range(done_in_epoch, steps_per_epoch):
             try:
-                loss = float(train_step(iterator))
+                loss, penalty = (float(x) for x in train_step(iterator))
             except tf.errors.DataLossError as err:
                 bad = data_lib.find_corrupt_file(train_files) if train_files else None
                 raise ValueError(f"Corrupt training shard {bad or '(unknown)'}: {err.message}") from err
             current = int(step.assign_add(1).numpy())
             images_seen += global_batch
-            if not math.isfinite(loss):
+            if not (math.isfinite(loss) and math.isfinite(penalty)):
                 raise NonFiniteLossError(
-                    f"Loss became {loss} at step {current} (epoch {epoch + 1}); stopped. Lower the "
-                    f"learning rate / batch size or check the data; the last good checkpoint is in "
+                    f"Loss became {loss} (L2 penalty {penalty}) at step {current} (epoch {epoch + 1}); "
+                    f"stopped. Lower --learning_rate or the batch size, or check the data; the last "
+                    f"good checkpoint is in "
                     f"{manager.directory}.")
             progbar.update(current - epoch * steps_per_epoch, [("loss", loss)])
             if writer is not None:
                 with writer.as_default(step=current):
                     tf.summary.scalar("train/loss", loss)
+                    tf.summary.scalar("train/l2_penalty", penalty)
                     tf.summary.scalar("train/learning_rate", lr)
             if current % config.checkpoint_every == 0:
                 manager.save(checkpoint_number=current)
