@@ -196,7 +196,11 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
             return augment_batches(ds, recipe, config.num_classes).repeat()
 
         iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-        progbar = keras.utils.Progbar(steps_per_epoch, verbose=1 if (verbose and chief) else 0)
+        # "loss" is shown as this epoch's mean cross-entropy so far: Keras's Progbar would show the
+        # last step's value alone on the epoch's final line.
+        progbar = keras.utils.Progbar(steps_per_epoch, verbose=1 if (verbose and chief) else 0,
+                                      stateful_metrics=["loss"])
+        loss_sum, loss_count = 0.0, 0
         if verbose and chief:
             print(f"epoch {epoch + 1}/{config.epochs}  lr {lr:.5f}")
         progbar.update(done_in_epoch)
@@ -214,7 +218,8 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
                     f"stopped. Lower --learning_rate or the batch size, or check the data; the last "
                     f"good checkpoint is in "
                     f"{manager.directory}.")
-            progbar.update(current - epoch * steps_per_epoch, [("loss", loss)])
+            loss_sum, loss_count = loss_sum + loss, loss_count + 1
+            progbar.update(current - epoch * steps_per_epoch, [("loss", loss_sum / loss_count)])
             if writer is not None:
                 with writer.as_default(step=current):
                     tf.summary.scalar("train/loss", loss)
