@@ -43,7 +43,12 @@ class GroupedConv2D(keras.layers.Conv2D):
         import tensorflow as tf
 
         data_format = "NHWC" if self.data_format == "channels_last" else "NCHW"
-        return tf.nn.conv2d(
+        dtype = inputs.dtype
+        if dtype == tf.float16 and not tf.config.list_logical_devices("GPU"):
+            # TensorFlow's CPU float16 filter gradient ignores groups (shape error); float16
+            # gains nothing on a CPU, so the CPU computes this conv in float32.
+            inputs, kernel = tf.cast(inputs, tf.float32), tf.cast(kernel, tf.float32)
+        outputs = tf.nn.conv2d(
             inputs,
             kernel,
             strides=self.strides,
@@ -51,6 +56,7 @@ class GroupedConv2D(keras.layers.Conv2D):
             data_format=data_format,
             dilations=self.dilation_rate,
         )
+        return tf.cast(outputs, dtype)
 
 
 def _conv(filters: int, kernel_size: int, name: str, strides: int = 1, groups: int = 1,

@@ -361,6 +361,17 @@ def test_modern_recipe_and_bfloat16_train(demo_dir, tmp_path):
     assert metrics["steps"] == 4 and np.isfinite(metrics["val_top1"])
 
 
+def test_mixed_float16_trains_with_loss_scaling(demo_dir, tmp_path):
+    from keras_regnet.training.loop import run
+
+    metrics = run(small_config(demo_dir, tmp_path, precision="mixed_float16"), verbose=False,
+                  export=False)
+    assert metrics["steps"] == 4 and np.isfinite(metrics["val_top1"])
+    weights = keras_regnet.RegNetX002(weights=None, classes=10, classifier_activation=None)
+    weights.load_weights(tmp_path / "final.weights.h5")  # float32 master weights, all finite
+    assert all(w.dtype == np.float32 and np.isfinite(w).all() for w in weights.get_weights())
+
+
 def test_input_pipeline_benchmark_reports_a_rate(demo_dir, tmp_path, capsys):
     from keras_regnet.training.benchmark import benchmark_input
 
