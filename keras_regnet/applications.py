@@ -90,7 +90,7 @@ def preprocess_input(x, data_format: str | None = None):
     ``True`` do this themselves, so do not apply it twice.
 
     Example:
-        >>> preprocess_input(np.full((1, 2, 2, 3), 255.0))[0, 0, 0].round(3).tolist()
+        >>> [round(float(v), 3) for v in preprocess_input(np.full((1, 2, 2, 3), 255.0))[0, 0, 0]]
         [2.249, 2.429, 2.64]
     """
     data_format = data_format or keras.config.image_data_format()

@@ -70,15 +70,15 @@ def _convert(args: argparse.Namespace) -> int:
     from keras_regnet.model import RegNet
     from keras_regnet.weights import convert_file
 
-    output = convert_file(args.checkpoint, args.model, args.output, source=args.source)
+    state = conversion.read_checkpoint(args.checkpoint)  # read once for conversion and check
+    output = convert_file(args.checkpoint, args.model, args.output, source=args.source, state=state)
     print(f"wrote {output}")
     if not args.verify:
         return 0
     import torch
 
     reference = conversion.build_reference_model(args.model, args.source)
-    state = {k: torch.from_numpy(np.array(v)) for k, v in conversion.read_checkpoint(args.checkpoint).items()}
-    reference.load_state_dict(state, strict=False)
+    reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
     model = RegNet(args.model, weights=output, input_shape=(None, None, 3), classifier_activation=None)
     images = np.random.default_rng(0).uniform(0, 255, (4, 224, 224, 3)).astype("float32")
     diff = conversion.max_logit_difference(model, reference.eval(), args.source, images)

@@ -263,6 +263,11 @@ def build_reference_model(variant_name: str, source: str, num_classes: int = 100
     if source == "torchvision":
         import torchvision
 
+        from keras_regnet.weights import torchvision_model_name
+
+        if torchvision_model_name(variant_name) is None:
+            raise ValueError(f"torchvision has no network identical to {variant_name} ({name} is "
+                             f"missing or has other widths); verify it against pycls or timm.")
         return getattr(torchvision.models, name)(num_classes=num_classes).eval()
     # pycls: its model zoo downloads configs, so set the config by hand.
     from pycls.core.config import cfg

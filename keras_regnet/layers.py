@@ -33,7 +33,7 @@ class GroupedConv2D(keras.layers.Conv2D):
 
     Example:
         >>> layer = GroupedConv2D(64, 3, groups=4, padding="same", use_bias=False)
-        >>> layer(keras.ops.ones((1, 8, 8, 64))).shape
+        >>> tuple(layer(keras.ops.ones((1, 8, 8, 64))).shape)
         (1, 8, 8, 64)
     """
 
@@ -93,7 +93,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
 
     Example:
         >>> bn = FusedBatchNorm(epsilon=1e-5, momentum=0.9)
-        >>> bn(keras.ops.ones((2, 4, 4, 8)), training=False).shape
+        >>> tuple(bn(keras.ops.ones((2, 4, 4, 8)), training=False).shape)
         (2, 4, 4, 8)
     """
 

@@ -129,8 +129,13 @@ def _torchvision_download(stem: str) -> Download:
     return Download(TORCHVISION.format(stem), "torchvision", sha256_prefix=stem.rsplit("-", 1)[1])
 
 
-def _torchvision_name(variant_name: str) -> str | None:
-    """torchvision's name for a variant, where torchvision's architecture is identical."""
+def torchvision_model_name(variant_name: str) -> str | None:
+    """torchvision's name for a variant where torchvision's architecture is identical, else None.
+
+    Example:
+        >>> torchvision_model_name("RegNetY016"), torchvision_model_name("RegNetX004")
+        ('regnet_y_1_6gf', None)
+    """
     from keras_regnet.conversion import reference_model_name
 
     name = reference_model_name(variant_name, "torchvision")
@@ -161,7 +166,7 @@ def registry() -> dict[tuple[str, str], WeightSet]:
                 "MIT", top1[v.paper_name], EvalTransform(256, 224),
                 "pycls reference weights (the paper's models); the hub file is timm's RGB re-host "
                 "of the same checkpoint.")
-        tv_name = _torchvision_name(name)
+        tv_name = torchvision_model_name(name)
         for tag, (stem, acc) in _TORCHVISION.get(tv_name, {}).items():
             swag = tag.startswith("swag")
             hub = {"tv2_in1k": f"{timm}.tv2_in1k", "swag_e2e_in1k": f"{timm}.swag_ft_in1k",
@@ -310,12 +315,16 @@ def fetch_converted(model: str, tag: str = DEFAULT_TAG) -> str:
         f"Could not fetch weights {tag!r} for {weight_set.model}:\n  " + "\n  ".join(errors))
 
 
-def convert_file(checkpoint: str, model: str, output: str, source: str | None = None) -> str:
-    """Converts a checkpoint file to a full-model ``.weights.h5`` at ``output`` (atomically)."""
+def convert_file(checkpoint: str, model: str, output: str, source: str | None = None,
+                 state: dict | None = None) -> str:
+    """Converts a checkpoint file to a full-model ``.weights.h5`` at ``output`` (atomically).
+
+    ``state`` passes the checkpoint's tensors when the caller has already read them.
+    """
     from keras_regnet import conversion
     from keras_regnet.model import RegNet
 
-    state = conversion.read_checkpoint(checkpoint)
+    state = conversion.read_checkpoint(checkpoint) if state is None else state
     source = source or conversion.detect_source(state)
     keras_model = RegNet(model, weights=None)
     conversion.load_torch_state_dict(keras_model, state, source)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from keras_regnet import cli
 from keras_regnet.variants import VARIANTS
 
@@ -23,15 +25,20 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert "Unknown model 'RegNetZ999'" in capsys.readouterr().err
 
 
-def test_convert_with_verify(tmp_path, capsys):
+@pytest.mark.parametrize("source, model", [("pycls", "RegNetX002"), ("timm", "RegNetY002"),
+                                           ("torchvision", "RegNetX004TV")])
+def test_convert_with_verify(source, model, tmp_path, capsys):
     from torch_reference import make_reference, save_native
 
-    checkpoint = save_native(make_reference("RegNetX002", "pycls"), "pycls", tmp_path)
-    output = tmp_path / "x002.weights.h5"
-    code = cli.main(["convert", "--source", "pycls", "--checkpoint", checkpoint, "--model",
-                     "RegNetX002", "--output", str(output), "--verify"])
+    # --verify loads the same tensors into the reference model strictly.
+    checkpoint = save_native(make_reference(model, source), source, tmp_path)
+    output = tmp_path / "converted.weights.h5"
+    code = cli.main(["convert", "--source", source, "--checkpoint", checkpoint, "--model",
+                     model, "--output", str(output), "--verify"])
     out = capsys.readouterr().out
     assert code == 0 and output.exists() and "OK" in out
+    if source != "pycls":
+        return
     # A checkpoint of another model is refused with the mismatch list, and nothing is written.
     other = tmp_path / "y002.weights.h5"
     code = cli.main(["convert", "--source", "pycls", "--checkpoint", checkpoint, "--model",

@@ -97,3 +97,9 @@ def test_detect_source_and_reference_names():
         conversion.detect_source({"foo": 0})
     with pytest.raises(ValueError, match="source must be one of"):
         conversion.load_torch_state_dict(None, {}, "caffe")
+
+
+@pytest.mark.parametrize("name", [n for n in VARIANTS if "torchvision" not in sources_for(n)])
+def test_no_torchvision_reference_is_a_clear_error(name):
+    with pytest.raises(ValueError, match=f"torchvision has no network identical to {name}"):
+        conversion.build_reference_model(name, "torchvision")

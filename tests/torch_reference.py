@@ -16,11 +16,11 @@ from keras_regnet.variants import VARIANTS
 
 def sources_for(name: str) -> list[str]:
     """The reference libraries that implement this variant's exact architecture."""
-    from keras_regnet.weights import _torchvision_name
+    from keras_regnet.weights import torchvision_model_name
 
     sources = ["pycls"] if VARIANTS[name].spec.rounding == "pycls" else []
     sources.append("timm")
-    if _torchvision_name(name):
+    if torchvision_model_name(name):
         sources.append("torchvision")
     return sources
 

@@ -63,9 +63,9 @@ def bootstrap_good_range(values, errors, resamples: int = 2500, fraction: float 
     2,500 times, keep each resample's best model's value, report the 2.5/50/97.5 percentiles.
 
     Example:
-        >>> r = bootstrap_good_range([1, 2, 3, 4], [0.9, 0.1, 0.5, 0.7], resamples=100)
-        >>> r.median
-        2.0
+        >>> values = list(range(1, 21))  # the best models have values near 5
+        >>> bootstrap_good_range(values, [abs(v - 5) / 20 for v in values])
+        GoodRange(low=1.0, median=5.0, high=11.0)
     """
     values, errors = np.asarray(values, float), np.asarray(errors, float)
     if len(values) != len(errors) or len(values) == 0:

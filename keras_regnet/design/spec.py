@@ -129,8 +129,8 @@ def quantized_linear_widths(w0: int, wa: float, wm: float, depth: int) -> list[i
     """Per-block widths of the quantized linear rule (paper eq. 2-4; pycls generate_regnet).
 
     Example:
-        >>> quantized_linear_widths(24, 36.44, 2.49, 13)[:3]
-        [24, 56, 56]
+        >>> quantized_linear_widths(24, 36.44, 2.49, 13)  # RegNetX-200MF
+        [24, 56, 152, 152, 152, 152, 368, 368, 368, 368, 368, 368, 368]
     """
     u = np.arange(depth) * wa + w0
     # np.round rounds half to even, exactly as the reference does.
