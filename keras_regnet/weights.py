@@ -356,5 +356,4 @@ def load_keras_weights(model, path: str) -> None:
     if problem is not None:
         raise ValueError(
             f"Could not load {path!r} into {model.name}: the file does not match this "
-            f"architecture (check the model, include_top and classes). {problem}") from (
-            problem if isinstance(problem, BaseException) else None)
+            f"architecture (check the model, include_top and classes). {problem}") from problem

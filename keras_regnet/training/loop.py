@@ -216,8 +216,7 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
                 raise NonFiniteLossError(
                     f"Loss became {loss} (L2 penalty {penalty}) at step {current} (epoch {epoch + 1}); "
                     f"stopped. Lower --learning_rate or the batch size, or check the data; the last "
-                    f"good checkpoint is in "
-                    f"{manager.directory}.")
+                    f"good checkpoint is in {manager.directory}.")
             loss_sum, loss_count = loss_sum + loss, loss_count + 1
             progbar.update(current - epoch * steps_per_epoch, [("loss", loss_sum / loss_count)])
             if writer is not None:
