@@ -276,10 +276,16 @@ def test_mirrored_on_two_cpu_replicas_learns(demo_dir, tmp_path):
     assert metrics["steps"] == 96 and metrics["val_top1"] > 40  # 10 classes: chance is 10%
 
 
-def test_resume_after_kill_finishes_with_the_same_step_count(demo_dir, tmp_path):
-    args = ["--strategy", "one_device", f"--data_dir={demo_dir}", f"--model_dir={tmp_path}",
-            "--epochs", "3", "--steps_per_epoch", "20", "--batch_size", "16", "--image_size", "32",
-            "--num_classes", "10", "--checkpoint_every", "5"]
+def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(demo_dir, tmp_path):
+    def arguments(model_dir):
+        return ["--strategy", "one_device", f"--data_dir={demo_dir}", f"--model_dir={model_dir}",
+                "--epochs", "3", "--steps_per_epoch", "20", "--batch_size", "16", "--image_size",
+                "32", "--num_classes", "10", "--checkpoint_every", "5"]
+
+    uninterrupted = train_cli(arguments(tmp_path / "whole"))
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    tmp_path = tmp_path / "killed"
+    args = arguments(tmp_path)
     proc = subprocess.Popen([sys.executable, TRAIN, *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -300,6 +306,14 @@ def test_resume_after_kill_finishes_with_the_same_step_count(demo_dir, tmp_path)
     assert "resumed from" in result.stderr
     metrics = json.load(open(tmp_path / "metrics.json"))
     assert metrics["steps"] == 60 and 0 < metrics["steps_this_run"] < 60
+    # Seeded init, data order and augmentation, restored optimizer state: the same weights.
+    finals = []
+    for run_dir in (tmp_path, tmp_path.parent / "whole"):
+        model = keras_regnet.RegNetX002(weights=None, classes=10, classifier_activation=None)
+        model.load_weights(run_dir / "final.weights.h5")
+        finals.append(model.get_weights())
+    for resumed, whole in zip(*finals):
+        np.testing.assert_allclose(resumed, whole, rtol=0, atol=1e-6)
 
 
 def _free_port() -> int:
