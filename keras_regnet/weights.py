@@ -328,9 +328,14 @@ def convert_file(checkpoint: str, model: str, output: str, source: str | None = 
     source = source or conversion.detect_source(state)
     keras_model = RegNet(model, weights=None)
     conversion.load_torch_state_dict(keras_model, state, source)
-    with atomic_path(output, suffix=".weights.h5") as tmp:  # Keras wants the suffix
-        keras_model.save_weights(tmp, overwrite=True)
+    save_keras_weights(keras_model, output)
     return output
+
+
+def save_keras_weights(model, path: str) -> None:
+    """``model.save_weights(path)``, atomically: the file appears complete or not at all."""
+    with atomic_path(path, suffix=".weights.h5") as tmp:  # Keras wants the suffix
+        model.save_weights(tmp, overwrite=True)
 
 
 def load_keras_weights(model, path: str) -> None:

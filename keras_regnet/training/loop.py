@@ -19,12 +19,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_regnet.files import atomic_path
 from keras_regnet.model import RegNet, load_weights_into
 from keras_regnet.training import data as data_lib
 from keras_regnet.training.config import Recipe, TrainConfig
 from keras_regnet.training.config import recipe as get_recipe
 from keras_regnet.training.distribute import make_strategy
 from keras_regnet.training.optim import TorchSGD
+from keras_regnet.weights import EvalTransform, save_keras_weights
 
 log = logging.getLogger(__name__)
 IMAGENET_TRAIN_RECORDS = 1_281_167
@@ -243,7 +245,7 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
     if chief:
         finish(model, config, metrics, export)
     else:  # kept so that the replicas can be compared
-        model.save_weights(os.path.join(out_dir, "final.weights.h5"), overwrite=True)
+        save_keras_weights(model, os.path.join(out_dir, "final.weights.h5"))
     if verbose and chief:
         print(json.dumps(metrics))
     return metrics
@@ -306,11 +308,10 @@ def evaluate(model, strategy, files, config: TrainConfig, offset: int) -> tuple[
 def finish(model: keras.Model, config: TrainConfig, metrics: dict, export: bool = True) -> None:
     """metrics.json, final.weights.h5 and the SavedModel in model_dir/export/N."""
     from keras_regnet.export import export_saved_model
-    from keras_regnet.weights import EvalTransform
 
-    with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
+    with atomic_path(os.path.join(config.model_dir, "metrics.json")) as tmp, open(tmp, "w") as f:
         json.dump(metrics, f, indent=2)
-    model.save_weights(os.path.join(config.model_dir, "final.weights.h5"), overwrite=True)
+    save_keras_weights(model, os.path.join(config.model_dir, "final.weights.h5"))
     if not export:
         return
     probabilities = keras.Model(model.input, keras.layers.Softmax(name="probabilities")(model.output))
