@@ -68,10 +68,10 @@ def _convert(args: argparse.Namespace) -> int:
 
     from keras_regnet import conversion
     from keras_regnet.model import RegNet
-    from keras_regnet.weights import convert_file
+    from keras_regnet.weights import convert_state_dict
 
     state = conversion.read_checkpoint(args.checkpoint)  # read once for conversion and check
-    output = convert_file(args.checkpoint, args.model, args.output, source=args.source, state=state)
+    output = convert_state_dict(state, args.model, args.output, source=args.source)
     print(f"wrote {output}")
     if not args.verify:
         return 0

@@ -97,7 +97,7 @@ def _layer_tensors(layer, path: str, source: str) -> list[tuple[str, Any]]:
     return [(f"{path}.{n}", v) for n, v in zip(names, layer.weights)]
 
 
-def _to_keras_layout(key: str, value: np.ndarray, source: str, layer_name: str) -> np.ndarray:
+def _to_keras_layout(value: np.ndarray, source: str, layer_name: str) -> np.ndarray:
     if value.ndim == 4:  # conv [O, I/G, kh, kw] -> [kh, kw, I/G, O]
         if source == "pycls" and layer_name == "stem_conv":
             value = value[:, ::-1]  # pycls was trained on BGR input; our models take RGB
@@ -148,7 +148,7 @@ def load_torch_state_dict(model, state_dict: Mapping[str, Any], source: str,
                 missing.append(f"{variable.path} {tuple(variable.shape)} <- {key}")
                 continue
             unused.discard(key)
-            value = _to_keras_layout(key, tensors[key], source, layer.name)
+            value = _to_keras_layout(tensors[key], source, layer.name)
             if tuple(value.shape) != tuple(variable.shape):
                 mismatched.append(f"{variable.path}: Keras {tuple(variable.shape)} vs {key} "
                                   f"{tuple(tensors[key].shape)} -> {tuple(value.shape)}")

@@ -279,15 +279,15 @@ def download(dl: Download, directory: str, timeout: float = 60.0) -> str:
         if total is not None and progress.done != total:
             raise OSError(f"Download of {dl.url} was truncated: got {progress.done} of {total} "
                           f"bytes. Nothing was kept; try again.")
-        _check_hash(dl, digest.hexdigest(), dl.filename)
+        _check_hash(dl, digest.hexdigest())
     return path
 
 
-def _check_hash(dl: Download, hexdigest: str, filename: str) -> None:
+def _check_hash(dl: Download, hexdigest: str) -> None:
     expected = dl.sha256 or dl.sha256_prefix
     if expected and not hexdigest.startswith(expected):
         raise ValueError(
-            f"Hash mismatch for {filename} from {dl.url}: expected sha256 "
+            f"Hash mismatch for {dl.filename} from {dl.url}: expected sha256 "
             f"{expected}{'...' if not dl.sha256 else ''}, got {hexdigest}. The file was "
             f"discarded; if it persists, the server is serving a different file.")
 
@@ -315,16 +315,18 @@ def fetch_converted(model: str, tag: str = DEFAULT_TAG) -> str:
         f"Could not fetch weights {tag!r} for {weight_set.model}:\n  " + "\n  ".join(errors))
 
 
-def convert_file(checkpoint: str, model: str, output: str, source: str | None = None,
-                 state: dict | None = None) -> str:
-    """Converts a checkpoint file to a full-model ``.weights.h5`` at ``output`` (atomically).
+def convert_file(checkpoint: str, model: str, output: str, source: str | None = None) -> str:
+    """Converts a checkpoint file to a full-model ``.weights.h5`` at ``output`` (atomically)."""
+    from keras_regnet import conversion
 
-    ``state`` passes the checkpoint's tensors when the caller has already read them.
-    """
+    return convert_state_dict(conversion.read_checkpoint(checkpoint), model, output, source)
+
+
+def convert_state_dict(state, model: str, output: str, source: str | None = None) -> str:
+    """Converts an already-read state dict to a full-model ``.weights.h5`` at ``output``."""
     from keras_regnet import conversion
     from keras_regnet.model import RegNet
 
-    state = conversion.read_checkpoint(checkpoint) if state is None else state
     source = source or conversion.detect_source(state)
     keras_model = RegNet(model, weights=None)
     conversion.load_torch_state_dict(keras_model, state, source)
