@@ -140,6 +140,11 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The choices come from the library (numpy-only modules: the CLI still starts fast).
+    from keras_regnet.conversion import SOURCES
+    from keras_regnet.design.sampling import SPACES
+    from keras_regnet.export import FORMATS, QUANTIZATIONS
+
     parser = argparse.ArgumentParser(prog="keras-regnet", description="RegNet for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="print the model table").set_defaults(func=_list)
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--batch", type=int, default=8)
     info.set_defaults(func=_info)
     convert = sub.add_parser("convert", help="convert a pycls/timm/torchvision checkpoint")
-    convert.add_argument("--source", required=True, choices=["pycls", "timm", "torchvision"])
+    convert.add_argument("--source", required=True, choices=SOURCES)
     convert.add_argument("--checkpoint", required=True, help=".pyth, .pth or .safetensors file")
     convert.add_argument("--model", required=True, help="e.g. RegNetY032")
     convert.add_argument("--output", required=True, help="NAME.weights.h5")
@@ -164,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--output", required=True,
                      help="model base directory (SavedModel goes to OUTPUT/VERSION), or a .tflite path")
     exp.add_argument("--version", type=int, default=1)
-    exp.add_argument("--format", choices=["saved_model", "tflite"], default="saved_model")
-    exp.add_argument("--quantize", choices=["none", "dynamic"], default="none", help="TFLite only")
+    exp.add_argument("--format", choices=FORMATS, default="saved_model")
+    exp.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="TFLite only")
     exp.add_argument("--top_k", type=int, default=5)
     exp.add_argument("--name", help="served model name used in the warmup requests")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing version/file")
@@ -173,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep = sub.add_parser("sweep", help="design-space sweeps: sample, train, analyze")
     sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True)
     sample = sweep_sub.add_parser("sample", help="sample models of a design space")
-    sample.add_argument("--space", required=True, choices=["AnyNetXA", "AnyNetXB", "AnyNetXC",
-                                                           "AnyNetXD", "AnyNetXE", "RegNetX", "RegNetY"])
+    sample.add_argument("--space", required=True, choices=SPACES)
     sample.add_argument("--n", type=int, required=True)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--flops", help="multiply-add window LO:HI, e.g. 360M:400M")

@@ -13,8 +13,9 @@ def benchmark_input(config: TrainConfig, batches: int = 50, warmup: int = 5) -> 
     files = data_lib.split_files(config.data_dir, "train")
     ds = data_lib.make_dataset(files, training=True, batch_size=config.batch_size,
                                image_size=config.image_size, eval_resize=config.eval_resize,
-                               label_offset=config.label_offset or 0,
-                               shuffle_buffer=config.shuffle_buffer).repeat()
+                               label_offset=config.label_offset or 0, seed=config.seed,
+                               shuffle_buffer=config.shuffle_buffer,
+                               crop_area_min=config.crop_area_min, flip=config.flip).repeat()
     iterator = iter(ds)
     for _ in range(warmup):
         next(iterator)
