@@ -1,7 +1,10 @@
 """keras_regnet: RegNetX / RegNetY ("Designing Network Design Spaces") for Keras 3.
 
-The design core (specs, complexity, model table) imports without TensorFlow or Keras; the
-Keras builders load on first use.
+``import keras_regnet`` is all a user needs: it registers the package's layers (so
+``keras.saving.load_model`` reads any saved keras_regnet model) and exposes the builders,
+``RegNet``, the weights registry and the submodules (``conversion``, ``export``, ``weights``,
+``layers``, ...). Without Keras/TensorFlow installed, the design core alone still imports
+(specs, exact complexity, design-space sampling and analysis): ``keras_regnet.design``.
 
 Example:
     >>> import keras_regnet
@@ -11,8 +14,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import os as _os
 
 from keras_regnet.design.complexity import count as _count
 from keras_regnet.design.spec import AnyNetSpec, RegNetSpec
@@ -39,29 +41,68 @@ def complexity(spec_or_name: str | RegNetSpec | AnyNetSpec, resolution: int | tu
     return _count(spec, resolution=resolution, classes=classes, include_top=include_top)
 
 
-# Public names served lazily so that `import keras_regnet` (and keras_regnet.design) work
-# without TensorFlow/Keras; the Keras side loads on first access.
-_LAZY = {
-    "RegNet": "keras_regnet.model",
-    "feature_pyramid": "keras_regnet.model",
-    "preprocess_input": "keras_regnet.applications",
-    "decode_predictions": "keras_regnet.applications",
-    "GroupedConv2D": "keras_regnet.layers",
-    "list_weights": "keras_regnet.weights",
-}
+# TensorFlow computes the gradient of a grouped convolution on a CPU only with its oneDNN
+# kernels, which it turns on by default only on some CPUs (AVX-512 ones); on others (AVX2 AMD
+# EPYCs, for one) training would fail. Turn them on unless the user decided otherwise. Too late
+# when TensorFlow is already imported: GroupedConv2D then falls back (see its docstring).
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+try:
+    import keras as _keras
+except ImportError:  # no Keras/TensorFlow: the pure design core above still works
+    _keras = None
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in VARIANTS:
-        return importlib.import_module("keras_regnet.applications").BUILDERS[name]
-    raise AttributeError(f"module 'keras_regnet' has no attribute {name!r}")
+if _keras is not None:
+    from keras_regnet import (  # noqa: F401 (public submodules)
+        applications,
+        conversion,
+        downloads,
+        export,
+        layers,
+        model,
+        preprocessing,
+        references,
+        weight_table,
+        weights,
+    )
+    from keras_regnet.applications import RegNet
+    from keras_regnet.layers import FusedBatchNorm, GroupedConv2D
+    from keras_regnet.model import feature_pyramid
+    from keras_regnet.preprocessing import decode_predictions, preprocess_input
+    from keras_regnet.weight_table import list_weights
 
+    # BEGIN GENERATED: builder imports (python -m keras_regnet.tables --write)
+    from keras_regnet.applications import (  # noqa: F401 (public API)
+        RegNetX002,
+        RegNetX004,
+        RegNetX006,
+        RegNetX008,
+        RegNetX016,
+        RegNetX032,
+        RegNetX040,
+        RegNetX064,
+        RegNetX080,
+        RegNetX120,
+        RegNetX160,
+        RegNetX320,
+        RegNetY002,
+        RegNetY004,
+        RegNetY006,
+        RegNetY008,
+        RegNetY016,
+        RegNetY032,
+        RegNetY040,
+        RegNetY064,
+        RegNetY080,
+        RegNetY120,
+        RegNetY160,
+        RegNetY320,
+        RegNetX004TV,
+        RegNetY008TV,
+        RegNetY080TV,
+    )
+    # END GENERATED: builder imports
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | set(VARIANTS))
-
-
-__all__ = ["AnyNetSpec", "RegNetSpec", "complexity", "get_spec", "list_models",
-           *_LAZY, *VARIANTS]
+__all__ = ["AnyNetSpec", "RegNetSpec", "complexity", "get_spec", "list_models", "RegNet",
+           "FusedBatchNorm", "GroupedConv2D", "feature_pyramid", "decode_predictions",
+           "preprocess_input", "list_weights", *VARIANTS]

@@ -1,136 +1,147 @@
-"""keras.applications-style builders, generated from the variants table, and I/O helpers."""
+"""The public builders: ``RegNet(spec, weights=...)`` and one function per named model.
+
+``keras_regnet.RegNetX002`` ... ``RegNetY320`` follow the ``keras.applications`` keyword
+contract. Each is a real definition in this file (an IDE's "go to definition" lands on it),
+generated from :mod:`keras_regnet.variants` by ``python -m keras_regnet.tables --write``; a
+test fails when the generated block and the table disagree.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
+import inspect
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Concatenate, ParamSpec
 
 import keras
-import numpy as np
 
+from keras_regnet import model as architecture
+from keras_regnet import weights as weight_loading
 from keras_regnet.design.complexity import count
-from keras_regnet.model import IMAGENET_MEAN, IMAGENET_STD, RegNet
-from keras_regnet.variants import VARIANTS, Variant
+from keras_regnet.design.spec import AnyNetSpec, RegNetSpec
+from keras_regnet.variants import get_variant
 
-_BUILDER_DOC = """Builds {paper_name} ({name}): {flops:.2f} GFLOPs (multiply-adds), {params:.1f}M \
+_P = ParamSpec("_P")
+
+
+def RegNet(
+    spec: str | RegNetSpec | AnyNetSpec,
+    include_top: bool = True,
+    include_preprocessing: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_tensor: Any = None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str | None = None,
+) -> keras.Model:
+    """Builds a RegNet (or any AnyNet) as a Keras functional model, optionally pretrained.
+
+    Args:
+        spec: a model name (``"RegNetY032"``), a :class:`RegNetSpec` or an :class:`AnyNetSpec`.
+        include_top: whether to end with global pooling and the classification layer.
+        include_preprocessing: whether the model takes RGB in [0, 255] and normalises it with
+            the ImageNet mean/std itself. With ``False``, feed
+            ``keras_regnet.preprocess_input(images)``.
+        weights: ``None`` (random init), a weight tag of a named model (``"imagenet"``,
+            ``"tv2_in1k"``, ...: ``keras_regnet.list_weights()``), or a path to a
+            ``.weights.h5``, ``.safetensors``, ``.pyth`` or ``.pth`` file (pycls, timm and
+            torchvision checkpoints are converted on the fly).
+        input_tensor: optional Keras tensor to use as the model's input.
+        input_shape: ``(height, width, 3)``; defaults to 224x224 with the top and to
+            ``(None, None, 3)`` without. Sizes must be at least 32.
+        pooling: without the top, ``None`` (4D features), ``"avg"`` or ``"max"``.
+        classes: number of classes of the top (1000 with pretrained weights and the top).
+        classifier_activation: activation of the top (``None`` returns logits).
+        name: model name; layer names never depend on it.
+
+    Returns:
+        A ``keras.Model``. ``model.pyramid_outputs`` maps ``"P1"`` (stride 2, the stem) ..
+        ``"P5"`` (stride 32) to the feature tensors.
+
+    Example:
+        >>> model = RegNet("RegNetX002", weights=None, input_shape=(64, 64, 3))
+        >>> model.output_shape
+        (None, 1000)
+    """
+    _, variant = architecture.resolve_spec(spec)
+    shape = architecture.resolve_input_shape(input_shape, input_tensor, include_top)
+    # Every argument is checked before anything is built or downloaded.
+    weight_loading.check_weights_argument(weights, variant, include_top, classes, shape[-1])
+    model = architecture.build(spec, include_top, include_preprocessing, input_tensor, shape,
+                               pooling, classes, classifier_activation, name)
+    weight_loading.load_weights(model, weights, variant)
+    return model
+
+
+_BUILDER_DOC = """Builds {paper_name}: {flops:.2f} GFLOPs (multiply-adds), {params:.1f}M \
 parameters at 224x224.
 
 Design-space point: w0={spec.w0}, wa={spec.wa}, wm={spec.wm}, depth={spec.depth}, \
 group width={spec.group_width}, SE ratio={spec.se_ratio}, rounding={spec.rounding!r}.
 Stage widths {widths}, depths {depths}.
 
-Args:
-    include_top: whether to end with global pooling and the 1000-way (or ``classes``) dense.
-    include_preprocessing: the model takes RGB in [0, 255] and normalises it itself. With
-        ``False`` feed ``keras_regnet.preprocess_input(images)``.
-    weights: ``"imagenet"``, ``None`` (random init) or a path to a ``.weights.h5`` file.
-    input_tensor: optional Keras tensor to use as input.
-    input_shape: ``(height, width, 3)``, any size >= 32; ``(None, None, 3)`` without the top.
-    pooling: without the top: ``None``, ``"avg"`` or ``"max"``.
-    classes: number of classes (1000 with ImageNet weights and the top).
-    classifier_activation: activation of the top layer; ``None`` returns logits.
-    name: model name (layer names never depend on it).
-
-Returns:
-    A ``keras.Model`` with a ``pyramid_outputs`` dict (P1..P5).
+Arguments are :func:`keras_regnet.RegNet`'s without ``spec``; ``weights`` defaults to
+``"imagenet"`` (pass ``None`` for a random init).
 
 Example:
-    >>> model = keras_regnet.{name}(include_top=False, weights=None)
+    >>> model = keras_regnet.{name}(include_top=False, weights=None)  # doctest: +SKIP
 """
 
 
-def _make_builder(variant: Variant) -> Callable[..., keras.Model]:
-    def builder(
-        include_top: bool = True,
-        include_preprocessing: bool = True,
-        weights: Any = "imagenet",
-        input_tensor: Any = None,
-        input_shape: tuple | None = None,
-        pooling: str | None = None,
-        classes: int = 1000,
-        classifier_activation: str | None = "softmax",
-        name: str | None = None,
-    ) -> keras.Model:
-        return RegNet(
-            variant.name,
-            include_top=include_top,
-            include_preprocessing=include_preprocessing,
-            weights=weights,
-            input_tensor=input_tensor,
-            input_shape=input_shape,
-            pooling=pooling,
-            classes=classes,
-            classifier_activation=classifier_activation,
-            name=name,
-        )
+def _named_builder(regnet: Callable[Concatenate[Any, _P], keras.Model],
+                   variant_name: str) -> Callable[_P, keras.Model]:
+    """``RegNet`` bound to one variant, with ``weights="imagenet"`` as default (typed as
+    ``RegNet`` without its first argument, so IDEs show the real keywords)."""
+    variant = get_variant(variant_name)
+    signature = inspect.signature(regnet)
+    parameters = [p.replace(default="imagenet") if p.name == "weights" else p
+                  for p in list(signature.parameters.values())[1:]]
+    signature = signature.replace(parameters=parameters)
+
+    @functools.wraps(regnet)
+    def builder(*args: _P.args, **kwargs: _P.kwargs) -> keras.Model:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return regnet(variant.name, **bound.arguments)
 
     cx = count(variant.spec)
     builder.__name__ = builder.__qualname__ = variant.name
+    builder.__signature__ = signature
     builder.__doc__ = _BUILDER_DOC.format(
-        name=variant.name,
-        paper_name=variant.paper_name,
-        flops=cx["flops"] / 1e9,
-        params=cx["params"] / 1e6,
-        spec=variant.spec,
-        widths=list(variant.spec.widths),
-        depths=list(variant.spec.depths),
-    )
+        name=variant.name, paper_name=variant.paper_name, flops=cx["flops"] / 1e9,
+        params=cx["params"] / 1e6, spec=variant.spec, widths=list(variant.spec.widths),
+        depths=list(variant.spec.depths))
     return builder
 
 
-BUILDERS: dict[str, Callable[..., keras.Model]] = {n: _make_builder(v) for n, v in VARIANTS.items()}
-
-
-def preprocess_input(x, data_format: str | None = None):
-    """Normalises RGB images in [0, 255] with the ImageNet mean/std.
-
-    For models built with ``include_preprocessing=False``; models built with the default
-    ``True`` do this themselves, so do not apply it twice.
-
-    Example:
-        >>> [round(float(v), 3) for v in preprocess_input(np.full((1, 2, 2, 3), 255.0))[0, 0, 0]]
-        [2.249, 2.429, 2.64]
-    """
-    data_format = data_format or keras.config.image_data_format()
-    shape = (1, 1, 3) if data_format == "channels_last" else (3, 1, 1)
-    mean = np.reshape(np.array(IMAGENET_MEAN, "float32") * 255.0, shape)
-    std = np.reshape(np.array(IMAGENET_STD, "float32") * 255.0, shape)
-    if isinstance(x, np.ndarray):
-        return (x.astype("float32") - mean) / std
-    x = keras.ops.cast(x, "float32")
-    return (x - mean) / std
-
-
-@functools.lru_cache(maxsize=1)
-def imagenet_classes() -> list[tuple[str, str]]:
-    """The 1000 ImageNet-1k classes as ``(wordnet_id, name)``, index = 0-based class id."""
-    path = os.path.join(os.path.dirname(__file__), "data", "imagenet_classes.json")
-    with open(path, encoding="utf-8") as f:
-        return [(wnid, name) for wnid, name, _ in json.load(f)]
-
-
-def decode_predictions(preds, top: int = 5) -> list[list[tuple[str, str, float]]]:
-    """Turns a batch of 1000-way predictions into ``(wordnet_id, name, score)`` lists.
-
-    Classes are 0-based (TFDS order = sorted WordNet ids); the class index ships with the
-    package, nothing is downloaded.
-
-    Example:
-        >>> p = np.zeros((1, 1000)); p[0, 1] = 1.0
-        >>> decode_predictions(p, top=1)
-        [[('n01443537', 'goldfish', 1.0)]]
-    """
-    preds = keras.ops.convert_to_numpy(preds)
-    if preds.ndim != 2 or preds.shape[1] != 1000:
-        raise ValueError(
-            f"decode_predictions expects a batch of 1000-class predictions, shape (samples, "
-            f"1000); got {preds.shape}."
-        )
-    classes = imagenet_classes()
-    results = []
-    for row in preds:
-        best = np.argsort(row)[::-1][:top]
-        results.append([(*classes[i], float(row[i])) for i in best])
-    return results
+# BEGIN GENERATED: builders (python -m keras_regnet.tables --write)
+RegNetX002 = _named_builder(RegNet, "RegNetX002")
+RegNetX004 = _named_builder(RegNet, "RegNetX004")
+RegNetX006 = _named_builder(RegNet, "RegNetX006")
+RegNetX008 = _named_builder(RegNet, "RegNetX008")
+RegNetX016 = _named_builder(RegNet, "RegNetX016")
+RegNetX032 = _named_builder(RegNet, "RegNetX032")
+RegNetX040 = _named_builder(RegNet, "RegNetX040")
+RegNetX064 = _named_builder(RegNet, "RegNetX064")
+RegNetX080 = _named_builder(RegNet, "RegNetX080")
+RegNetX120 = _named_builder(RegNet, "RegNetX120")
+RegNetX160 = _named_builder(RegNet, "RegNetX160")
+RegNetX320 = _named_builder(RegNet, "RegNetX320")
+RegNetY002 = _named_builder(RegNet, "RegNetY002")
+RegNetY004 = _named_builder(RegNet, "RegNetY004")
+RegNetY006 = _named_builder(RegNet, "RegNetY006")
+RegNetY008 = _named_builder(RegNet, "RegNetY008")
+RegNetY016 = _named_builder(RegNet, "RegNetY016")
+RegNetY032 = _named_builder(RegNet, "RegNetY032")
+RegNetY040 = _named_builder(RegNet, "RegNetY040")
+RegNetY064 = _named_builder(RegNet, "RegNetY064")
+RegNetY080 = _named_builder(RegNet, "RegNetY080")
+RegNetY120 = _named_builder(RegNet, "RegNetY120")
+RegNetY160 = _named_builder(RegNet, "RegNetY160")
+RegNetY320 = _named_builder(RegNet, "RegNetY320")
+RegNetX004TV = _named_builder(RegNet, "RegNetX004TV")
+RegNetY008TV = _named_builder(RegNet, "RegNetY008TV")
+RegNetY080TV = _named_builder(RegNet, "RegNetY080TV")
+# END GENERATED: builders

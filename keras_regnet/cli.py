@@ -6,6 +6,7 @@
     keras-regnet export --model RegNetY032 --weights none --output ./served   # TF Serving
     keras-regnet convert --source pycls --checkpoint X.pyth --model RegNetX004 \\
         --output x004.weights.h5 --verify
+    keras-regnet train --strategy mirrored   # = python training/train.py: the demo run
 """
 
 from __future__ import annotations
@@ -25,20 +26,28 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights(args: argparse.Namespace) -> int:
+    from keras_regnet.weight_table import list_weights
+
+    list_weights()
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     import numpy as np
 
-    import keras_regnet
+    from keras_regnet.design.complexity import count
+    from keras_regnet.model import build
     from keras_regnet.variants import get_variant
 
     variant = get_variant(args.model)
-    cx = keras_regnet.complexity(variant.name, resolution=args.size)
+    cx = count(variant.spec, resolution=args.size)
     print(f"{variant.name} ({variant.paper_name}) at {args.size}x{args.size}: "
           f"{cx['flops']:,} multiply-adds, {cx['params']:,} params, {cx['acts']:,} activations")
     spec = variant.spec
     print(f"  stage widths {list(spec.widths)}, depths {list(spec.depths)}, "
           f"group widths {list(spec.group_widths)}, SE ratio {spec.se_ratio}")
-    model = keras_regnet.RegNet(variant.name, weights=None, input_shape=(args.size, args.size, 3))
+    model = build(variant.name, input_shape=(args.size, args.size, 3))
     built = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     print(f"  Keras model: {len(model.layers)} layers, {built:,} trainable params "
           f"({'equal to' if built == cx['params'] else 'DIFFERENT FROM'} the analytic count)")
@@ -52,22 +61,10 @@ def _info(args: argparse.Namespace) -> int:
     return 0 if built == cx["params"] else 1
 
 
-def _import_torch_side() -> None:
-    # torchvision (used by timm) crashes the process if it is imported after TensorFlow, so
-    # the reference libraries are loaded first when present.
-    for module in ("torch", "torchvision", "timm"):
-        try:
-            __import__(module)
-        except ImportError:
-            pass
-
-
 def _convert(args: argparse.Namespace) -> int:
-    _import_torch_side()
     import numpy as np
 
-    from keras_regnet import conversion
-    from keras_regnet.model import RegNet
+    from keras_regnet import conversion, verify
     from keras_regnet.weights import convert_state_dict
 
     state = conversion.read_checkpoint(args.checkpoint)  # read once for conversion and check
@@ -75,13 +72,8 @@ def _convert(args: argparse.Namespace) -> int:
     print(f"wrote {output}")
     if not args.verify:
         return 0
-    import torch
-
-    reference = conversion.build_reference_model(args.model, args.source)
-    reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-    model = RegNet(args.model, weights=output, input_shape=(None, None, 3), classifier_activation=None)
     images = np.random.default_rng(0).uniform(0, 255, (4, 224, 224, 3)).astype("float32")
-    diff = conversion.max_logit_difference(model, reference.eval(), args.source, images)
+    diff = verify.verify_state_dict(state, args.model, args.source, output, images)
     ok = diff <= args.tolerance
     print(f"verify: max |logits difference| against {args.source} = {diff:.3g} on 4 random "
           f"224x224 images ({'OK' if ok else 'FAILED'}, tolerance {args.tolerance:g})")
@@ -92,13 +84,15 @@ def _export(args: argparse.Namespace) -> int:
     import numpy as np
 
     from keras_regnet import export
-    from keras_regnet.model import RegNet
+    from keras_regnet.applications import RegNet
+    from keras_regnet.preprocessing import EvalTransform
     from keras_regnet.variants import get_variant
-    from keras_regnet.weights import EvalTransform, get_weight_set, is_weight_tag
+    from keras_regnet.weight_table import get_weight_set
+    from keras_regnet.weights import is_tag
 
     name = get_variant(args.model).name
     weights = None if args.weights == "none" else args.weights
-    transform = get_weight_set(name, weights).transform if is_weight_tag(weights) else EvalTransform()
+    transform = get_weight_set(name, weights).transform if is_tag(weights) else EvalTransform()
     model = RegNet(name, weights=weights, input_shape=(None, None, 3))
     if args.format == "saved_model":
         start = time.perf_counter()
@@ -140,10 +134,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # The choices come from the library (numpy-only modules: the CLI still starts fast).
-    from keras_regnet.conversion import SOURCES
+    # The choices come from the library's constants, never restated here.
     from keras_regnet.design.sampling import SPACES
     from keras_regnet.export import FORMATS, QUANTIZATIONS
+    from keras_regnet.references import SOURCES
 
     parser = argparse.ArgumentParser(prog="keras-regnet", description="RegNet for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -196,8 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     analyze.add_argument("files", nargs="+")
     analyze.add_argument("--out", required=True)
     sweep.set_defaults(func=_sweep)
+    sub.add_parser("train", add_help=False,
+                   help="train, evaluate and export (training/train.py; `train --help` for its flags)")
     weights = sub.add_parser("weights", help="print the pretrained weights table")
-    weights.set_defaults(func=lambda args: (__import__("keras_regnet").list_weights(), 0)[1])
+    weights.set_defaults(func=_weights)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the trainer parses its own (absl) flags
+        from keras_regnet.training.main import run_main
+
+        run_main(["keras-regnet train", *argv[1:]])
+        return 0
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,9 +1,9 @@
-"""PyTorch-layout state dicts (pycls, timm, torchvision) -> keras_regnet models.
+"""PyTorch-layout RegNet state dicts (pycls, timm, torchvision) -> keras_regnet weights.
 
-The mapping is short because our layer names are stable: each Keras layer name maps to one
-module path per source. Every source tensor must be consumed and every Keras weight assigned,
-or nothing is assigned at all (no silent partial loads). torch is imported lazily, only to
-read ``.pyth`` / ``.pth`` files or to build reference models for verification.
+Conversion is a short name map because our layer names are stable: each Keras layer name maps
+to one module path per library (:mod:`keras_regnet.references` holds each library's naming).
+Every source tensor must be consumed and every Keras weight assigned, or nothing is assigned at
+all (no silent partial loads). torch is imported lazily, only to read ``.pyth`` / ``.pth`` files.
 """
 
 from __future__ import annotations
@@ -14,42 +14,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-SOURCES = ("pycls", "timm", "torchvision")
+from keras_regnet.references import detect_source, library
+
 CHECKPOINT_SUFFIXES = (".pyth", ".pth", ".pt", ".safetensors")
 _BLOCK_LAYER = re.compile(r"^s(\d+)_b(\d+)_(.+)$")
 
-# Block sub-layer (our suffix) -> module path inside the block, per source.
-_BLOCK_MODULES = {
-    "pycls": {
-        "conv1": "f.a", "conv1_bn": "f.a_bn", "conv2": "f.b", "conv2_bn": "f.b_bn",
-        "se_reduce": "f.se.f_ex.0", "se_expand": "f.se.f_ex.2", "conv3": "f.c",
-        "conv3_bn": "f.c_bn", "shortcut_conv": "proj", "shortcut_bn": "bn",
-    },
-    "timm": {
-        "conv1": "conv1.conv", "conv1_bn": "conv1.bn", "conv2": "conv2.conv",
-        "conv2_bn": "conv2.bn", "se_reduce": "se.fc1", "se_expand": "se.fc2",
-        "conv3": "conv3.conv", "conv3_bn": "conv3.bn", "shortcut_conv": "downsample.conv",
-        "shortcut_bn": "downsample.bn",
-    },
-    "torchvision": {
-        "conv1": "f.a.0", "conv1_bn": "f.a.1", "conv2": "f.b.0", "conv2_bn": "f.b.1",
-        "se_reduce": "f.se.fc1", "se_expand": "f.se.fc2", "conv3": "f.c.0", "conv3_bn": "f.c.1",
-        "shortcut_conv": "proj.0", "shortcut_bn": "proj.1",
-    },
-}
-_OTHER_MODULES = {
-    "pycls": {"stem_conv": "stem.conv", "stem_bn": "stem.bn", "predictions": "head.fc"},
-    "timm": {"stem_conv": "stem.conv", "stem_bn": "stem.bn", "predictions": "head.fc"},
-    "torchvision": {"stem_conv": "stem.0", "stem_bn": "stem.1", "predictions": "fc"},
-}
 _HEAD_LAYER = "predictions"
 # Keras BatchNormalization variables, in order, and their PyTorch names.
 _BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
-
-
-def _check_source(source: str) -> None:
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
 
 
 def module_path(layer_name: str, source: str) -> str | None:
@@ -61,18 +33,14 @@ def module_path(layer_name: str, source: str) -> str | None:
         >>> module_path("s2_b1_conv1", "torchvision")
         'trunk_output.block2.block2-0.f.a.0'
     """
-    _check_source(source)
-    if layer_name in _OTHER_MODULES[source]:
-        return _OTHER_MODULES[source][layer_name]
+    lib = library(source)
+    if layer_name in lib.other_modules:
+        return lib.other_modules[layer_name]
     match = _BLOCK_LAYER.match(layer_name)
-    if not match or match.group(3) not in _BLOCK_MODULES[source]:
+    if not match or match.group(3) not in lib.block_modules:
         return None
     stage, block, part = int(match.group(1)), int(match.group(2)), match.group(3)
-    if source == "torchvision":
-        prefix = f"trunk_output.block{stage}.block{stage}-{block - 1}"
-    else:
-        prefix = f"s{stage}.b{block}"
-    return f"{prefix}.{_BLOCK_MODULES[source][part]}"
+    return f"{lib.block_prefix(stage, block)}.{lib.block_modules[part]}"
 
 
 def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -87,7 +55,7 @@ def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def _layer_tensors(layer, path: str, source: str) -> list[tuple[str, Any]]:
+def _layer_tensors(layer, path: str) -> list[tuple[str, Any]]:
     """(source key, Keras variable) pairs of one layer, in the layer's weight order."""
     import keras
 
@@ -99,8 +67,8 @@ def _layer_tensors(layer, path: str, source: str) -> list[tuple[str, Any]]:
 
 def _to_keras_layout(value: np.ndarray, source: str, layer_name: str) -> np.ndarray:
     if value.ndim == 4:  # conv [O, I/G, kh, kw] -> [kh, kw, I/G, O]
-        if source == "pycls" and layer_name == "stem_conv":
-            value = value[:, ::-1]  # pycls was trained on BGR input; our models take RGB
+        if library(source).channel_order == "BGR" and layer_name == "stem_conv":
+            value = value[:, ::-1]  # our models take RGB
         return np.ascontiguousarray(value.transpose(2, 3, 1, 0))
     if value.ndim == 2:  # dense [out, in] -> [in, out]
         return np.ascontiguousarray(value.T)
@@ -128,12 +96,12 @@ def load_torch_state_dict(model, state_dict: Mapping[str, Any], source: str,
         >>> load_torch_state_dict(model, torchvision.models.regnet_y_400mf().state_dict(),
         ...                       "torchvision")  # doctest: +SKIP
     """
-    _check_source(source)
+    lib = library(source)
     tensors = to_numpy(state_dict)
     layer_names = {layer.name for layer in model.layers}
     if skip_head is None:
         skip_head = _HEAD_LAYER not in layer_names
-    head_path = _OTHER_MODULES[source][_HEAD_LAYER]
+    head_path = lib.other_modules[_HEAD_LAYER]
     unused = {k for k in tensors if not (skip_head and k.startswith(head_path + "."))}
     missing, mismatched, assignments = [], [], []
     for layer in model.layers:
@@ -143,7 +111,7 @@ def load_torch_state_dict(model, state_dict: Mapping[str, Any], source: str,
         if path is None:
             missing.extend(f"{v.path} {tuple(v.shape)} (no {source} counterpart)" for v in layer.weights)
             continue
-        for key, variable in _layer_tensors(layer, path, source):
+        for key, variable in _layer_tensors(layer, path):
             if key not in tensors:
                 missing.append(f"{variable.path} {tuple(variable.shape)} <- {key}")
                 continue
@@ -207,101 +175,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return to_numpy(obj)
 
 
-def reference_model_name(variant_name: str, source: str) -> str:
-    """The source library's model name for one of our variants.
-
-    Example:
-        >>> reference_model_name("RegNetX016", "torchvision")
-        'regnet_x_1_6gf'
-        >>> reference_model_name("RegNetX080", "torchvision")
-        'regnet_x_8gf'
-        >>> reference_model_name("RegNetY080TV", "timm")
-        'regnety_080_tv'
-    """
-    from keras_regnet.variants import get_variant
-
-    _check_source(source)
-    variant = get_variant(variant_name)
-    tv_rounding = variant.spec.rounding == "torchvision"
-    if source == "timm":
-        return f"regnet{variant.name[6].lower()}_{variant.name[7:10]}" + ("_tv" if tv_rounding else "")
-    if tv_rounding:
-        if source == "pycls":
-            raise ValueError(f"{variant.name} uses torchvision's rounding; pycls has no such model.")
-        return variant.paper_name
-    if source == "pycls":
-        return variant.paper_name
-    family, size = variant.paper_name.split("-")  # "RegNetX", "1.6GF"
-    size = size.lower().replace(".0gf", "gf").replace(".", "_")
-    return f"regnet_{family[-1].lower()}_{size}"
-
-
-def detect_source(state_dict: Mapping[str, Any]) -> str:
-    """Guesses which library saved a RegNet state dict from its tensor names."""
-    keys = set(state_dict)
-    if "stem.0.weight" in keys:
-        return "torchvision"
-    if any(k.startswith("s1.b1.conv1.") for k in keys):
-        return "timm"
-    if any(k.startswith("s1.b1.f.a.") for k in keys):
-        return "pycls"
-    raise ValueError(
-        "Cannot tell which library saved this state dict (expected pycls 's1.b1.f.a.*', timm "
-        "'s1.b1.conv1.*' or torchvision 'stem.0.*' names); pass source= explicitly.")
-
-
-def build_reference_model(variant_name: str, source: str, num_classes: int = 1000):
-    """The reference PyTorch model (random init, eval mode) for one of our variants."""
-    from keras_regnet.variants import get_variant
-
-    spec = get_variant(variant_name).spec
-    name = reference_model_name(variant_name, source)
-    if source == "timm":
-        import timm
-
-        return timm.create_model(name, pretrained=False, num_classes=num_classes).eval()
-    if source == "torchvision":
-        import torchvision
-
-        from keras_regnet.weights import torchvision_model_name
-
-        if torchvision_model_name(variant_name) is None:
-            raise ValueError(f"torchvision has no network identical to {variant_name} ({name} is "
-                             f"missing or has other widths); verify it against pycls or timm.")
-        return getattr(torchvision.models, name)(num_classes=num_classes).eval()
-    # pycls: its model zoo downloads configs, so set the config by hand.
-    from pycls.core.config import cfg
-    from pycls.models.regnet import RegNet as PyclsRegNet
-
-    cfg.defrost()
-    cfg.MODEL.TYPE = "regnet"
-    cfg.MODEL.NUM_CLASSES = num_classes
-    cfg.REGNET.DEPTH, cfg.REGNET.W0, cfg.REGNET.WA = spec.depth, spec.w0, spec.wa
-    cfg.REGNET.WM, cfg.REGNET.GROUP_W = spec.wm, spec.group_width
-    cfg.REGNET.BOT_MUL = 1.0 / spec.bottleneck_ratio
-    cfg.REGNET.SE_ON, cfg.REGNET.SE_R = spec.se_ratio > 0, spec.se_ratio or 0.25
-    cfg.BN.EPS, cfg.BN.MOM = 1e-5, 0.1
-    return PyclsRegNet().eval()
-
-
-def reference_logits(torch_model, images: np.ndarray, source: str) -> np.ndarray:
-    """Runs a reference model on RGB [0, 255] NHWC images with its own input convention."""
-    import torch
-
-    from keras_regnet.model import IMAGENET_MEAN, IMAGENET_STD
-
-    x = (images.astype("float32") / 255.0 - np.array(IMAGENET_MEAN, "float32")) / np.array(
-        IMAGENET_STD, "float32")
-    if source == "pycls":
-        x = x[..., ::-1]  # pycls models take BGR
-    with torch.no_grad():
-        return torch_model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
-
-
-def max_logit_difference(model, torch_model, source: str, images: np.ndarray) -> float:
-    """max |logits(ours) - logits(reference)| on a batch of RGB [0, 255] images.
-
-    ``model`` must output logits (``classifier_activation=None``) and include preprocessing.
-    """
-    ours = np.asarray(model(images, training=False))
-    return float(np.max(np.abs(ours - reference_logits(torch_model, images, source))))
+def load_state_dict_file(model, path: str | os.PathLike, source: str | None = None) -> None:
+    """Reads a checkpoint file and assigns it (the library is detected from the names)."""
+    state = read_checkpoint(path)
+    load_torch_state_dict(model, state, source or detect_source(state))

@@ -7,7 +7,8 @@ Signatures (stable names, documented in docs/serving.md):
   and ``class_names`` (string) ``[batch, k]``.
 - ``serving_bytes``: ``image_bytes`` string ``[batch]`` of encoded JPEG/PNG images, decoded,
   resized and center-cropped in the graph with the weight set's eval transform -> the same
-  outputs. REST clients send ``{"b64": "..."}`` for each image.
+  outputs. REST clients send ``{"b64": "..."}`` for each image. The transform is
+  :func:`keras_regnet.preprocessing.eval_crop`, the one the trainer evaluates with.
 
 No XLA anywhere: the package's layers call TensorFlow's native kernels, and nothing here is
 jit-compiled, so TF Serving's CPU and GPU builds both run the result.
@@ -24,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from keras_regnet.files import atomic_path
-from keras_regnet.weights import EvalTransform
+from keras_regnet.preprocessing import EvalTransform, decode_rgb, eval_crop, imagenet_classes
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ def _serving_module(model, class_names: Sequence[str], transform: EvalTransform,
     k = min(top_k, classes)
     names = tf.constant(list(class_names))
     crop = transform.crop
-    method = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}[transform.interpolation]
 
     def predict(images):
         probabilities = tf.cast(model(images, training=False), tf.float32)
@@ -56,17 +56,8 @@ def _serving_module(model, class_names: Sequence[str], transform: EvalTransform,
                 "classes": tf.cast(indices, tf.int64), "class_names": tf.gather(names, indices)}
 
     def decode(encoded):
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        image = tf.cast(image, tf.float32)
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        # Resize the short side to transform.resize, then center-crop transform.crop.
-        scale = transform.resize / tf.reduce_min(shape)
-        size = tf.cast(tf.round(shape * scale), tf.int32)
-        image = tf.image.resize(image, size, method=method, antialias=True)
-        top = (size[0] - crop) // 2
-        left = (size[1] - crop) // 2
-        image = image[top:top + crop, left:left + crop]
-        return tf.clip_by_value(image, 0.0, 255.0)
+        # THE eval transform, the one the trainer evaluates with.
+        return eval_crop(decode_rgb(encoded), transform)
 
     module = tf.Module()
     # Track the backend tf.Variables themselves: restoring through the Keras wrappers alone
@@ -168,8 +159,6 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
     classes = int(model.output_shape[-1])
     if class_names is None:
         if classes == 1000:
-            from keras_regnet.applications import imagenet_classes
-
             class_names = [name for _, name in imagenet_classes()]
         else:
             class_names = [f"class_{i}" for i in range(classes)]

@@ -6,6 +6,9 @@ Backend-agnostic (``keras.layers`` / ``keras.ops``), except the TensorFlow fast 
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import keras
 
 from keras_regnet.design.spec import Block
@@ -31,6 +34,11 @@ class GroupedConv2D(keras.layers.Conv2D):
     ``keras.ops.conv``, which handles groups natively. The weights have the standard Conv2D
     layout ``[kh, kw, in / groups, out]``.
 
+    On a CPU, TensorFlow has grouped-convolution GRADIENTS only in its oneDNN kernels;
+    ``import keras_regnet`` turns them on (``TF_ENABLE_ONEDNN_OPTS=1``) unless TensorFlow was
+    imported first or the variable says otherwise. Without them, this layer falls back to
+    Keras's own (XLA, slower) grouped convolution and warns once.
+
     Example:
         >>> layer = GroupedConv2D(64, 3, groups=4, padding="same", use_bias=False)
         >>> tuple(layer(keras.ops.ones((1, 8, 8, 64))).shape)
@@ -38,15 +46,16 @@ class GroupedConv2D(keras.layers.Conv2D):
     """
 
     def convolution_op(self, inputs, kernel):
-        if keras.backend.backend() != "tensorflow" or self.groups == 1:
+        if keras.backend.backend() != "tensorflow" or self.groups == 1 or not _native_grouped_conv():
             return super().convolution_op(inputs, kernel)
         import tensorflow as tf
 
         data_format = "NHWC" if self.data_format == "channels_last" else "NCHW"
         dtype = inputs.dtype
-        if dtype == tf.float16 and not tf.config.list_logical_devices("GPU"):
-            # TensorFlow's CPU float16 filter gradient ignores groups (shape error); float16
-            # gains nothing on a CPU, so the CPU computes this conv in float32.
+        if dtype != tf.float32 and not tf.config.list_logical_devices("GPU"):
+            # On a CPU, TensorFlow's grouped-conv gradients exist for float32 only (float16's
+            # filter gradient ignores groups; bfloat16 has none without AVX512-BF16 oneDNN
+            # kernels), and half precision gains nothing there: compute this conv in float32.
             inputs, kernel = tf.cast(inputs, tf.float32), tf.cast(kernel, tf.float32)
         outputs = tf.nn.conv2d(
             inputs,
@@ -57,6 +66,23 @@ class GroupedConv2D(keras.layers.Conv2D):
             dilations=self.dilation_rate,
         )
         return tf.cast(outputs, dtype)
+
+
+@functools.lru_cache(maxsize=1)
+def _native_grouped_conv() -> bool:
+    """Whether TensorFlow's native grouped convolution has gradients here (GPU or oneDNN)."""
+    import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+
+    if tf.config.list_logical_devices("GPU") or _pywrap_util_port.IsMklEnabled():
+        return True
+    warnings.warn(
+        "TensorFlow's oneDNN CPU kernels are off (TF_ENABLE_ONEDNN_OPTS=0, or TensorFlow was "
+        "imported before keras_regnet on a CPU where they are off by default), and without them "
+        "TensorFlow cannot differentiate a grouped convolution: keras_regnet falls back to Keras's "
+        "much slower XLA grouped convolution. Set TF_ENABLE_ONEDNN_OPTS=1 before importing "
+        "TensorFlow for the fast path.", RuntimeWarning, stacklevel=3)
+    return False
 
 
 def _conv(filters: int, kernel_size: int, name: str, strides: int = 1, groups: int = 1,

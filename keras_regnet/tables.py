@@ -1,9 +1,15 @@
-"""Markdown tables generated from the variants table (docs and README never type numbers)."""
+"""Everything generated from the variants and weights tables: docs tables and builders.
+
+The README and docs never type a number the tables know, and ``applications.py`` holds one
+real builder definition per variant; ``python -m keras_regnet.tables --write`` rewrites them
+all, and a test fails while any of them is stale.
+"""
 
 from __future__ import annotations
 
 from keras_regnet.design.complexity import count
 from keras_regnet.variants import VARIANTS
+from keras_regnet.weight_table import list_weights
 
 
 def model_table() -> str:
@@ -36,8 +42,6 @@ def weights_table() -> str:
         >>> "| `RegNetY032` | `imagenet` |" in weights_table()
         True
     """
-    from keras_regnet.weights import list_weights
-
     lines = [
         "| model | tag | reported top-1 | eval transform | licence | downloaded from |",
         "|---|---|---:|---|---|---|",
@@ -51,29 +55,49 @@ def weights_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-REGIONS = {"model table": model_table, "weights table": weights_table}
-GENERATED_DOCS = {"README.md": ("model table",), "docs/models.md": ("model table",),
-                  "docs/weights.md": ("weights table",)}
+def builder_definitions() -> str:
+    """The named builders of ``applications.py``: one real definition per variant."""
+    return "".join(f'{name} = _named_builder(RegNet, "{name}")\n' for name in VARIANTS)
 
 
-def markers(region: str) -> tuple[str, str]:
-    return (f"<!-- BEGIN GENERATED: {region} (python -m keras_regnet.tables --write) -->",
-            f"<!-- END GENERATED: {region} -->")
+def builder_imports() -> str:
+    """The package's import of every named builder (``keras_regnet/__init__.py``)."""
+    names = "".join(f"    {name},\n" for name in VARIANTS)
+    return f"from keras_regnet.applications import (  # noqa: F401 (public API)\n{names})\n"
 
 
-def replace_generated(text: str, region: str, table: str) -> str:
-    """Replaces the region between a document's BEGIN/END markers with ``table``."""
-    begin, end = markers(region)
+REGIONS = {"model table": model_table, "weights table": weights_table,
+           "builders": builder_definitions, "builder imports": builder_imports}
+# Every generated region, by file (relative to the repository root).
+GENERATED_FILES = {"README.md": ("model table",), "docs/models.md": ("model table",),
+                   "docs/weights.md": ("weights table",),
+                   "keras_regnet/applications.py": ("builders",),
+                   "keras_regnet/__init__.py": ("builder imports",)}
+
+
+def markers(region: str, python: bool = False) -> tuple[str, str]:
+    """The BEGIN/END lines around a generated region: HTML comments, or ``#`` in Python."""
+    begin, end = f"BEGIN GENERATED: {region} (python -m keras_regnet.tables --write)", \
+        f"END GENERATED: {region}"
+    return (f"# {begin}", f"# {end}") if python else (f"<!-- {begin} -->", f"<!-- {end} -->")
+
+
+def replace_generated(text: str, region: str, table: str, python: bool = False) -> str:
+    """Replaces the region between a file's BEGIN/END markers with ``table``."""
+    begin, end = markers(region, python)
     if begin not in text or end not in text:
         raise ValueError(f"document lacks the markers {begin!r} ... {end!r}")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    return f"{head}{begin}\n{table}{end}{tail}"
+    indent = head[head.rfind("\n") + 1:]  # a region inside a Python block keeps its indent
+    indent = indent if indent.isspace() else ""
+    body = "".join(indent + line if line.strip() else line for line in table.splitlines(keepends=True))
+    return f"{head}{begin}\n{body}{indent}{end}{tail}"
 
 
-def render(text: str, regions: tuple[str, ...]) -> str:
+def render(text: str, regions: tuple[str, ...], python: bool = False) -> str:
     for region in regions:
-        text = replace_generated(text, region, REGIONS[region]())
+        text = replace_generated(text, region, REGIONS[region](), python)
     return text
 
 
@@ -82,15 +106,16 @@ def main() -> None:
     import pathlib
 
     parser = argparse.ArgumentParser(description="Print or rewrite the generated tables.")
-    parser.add_argument("--write", action="store_true", help=f"rewrite {', '.join(GENERATED_DOCS)}")
+    parser.add_argument("--write", action="store_true", help=f"rewrite {', '.join(GENERATED_FILES)}")
     args = parser.parse_args()
     if not args.write:
         print(model_table(), end="")
         return
     root = pathlib.Path(__file__).resolve().parent.parent
-    for doc, regions in GENERATED_DOCS.items():
-        path = root / doc
-        path.write_text(render(path.read_text(encoding="utf-8"), regions), encoding="utf-8")
+    for name, regions in GENERATED_FILES.items():
+        path = root / name
+        text = render(path.read_text(encoding="utf-8"), regions, python=name.endswith(".py"))
+        path.write_text(text, encoding="utf-8")
         print(f"rewrote {path}")
 
 

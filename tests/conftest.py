@@ -8,18 +8,15 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-try:
-    # The reference implementations' torchvision crashes the process when it is imported after
-    # TensorFlow; loading it first (when installed) lets parity tests hold both.
-    import torchvision  # noqa: E402, F401
-except ImportError:
-    pass
-
 import pytest  # noqa: E402
 
 import keras_regnet  # noqa: E402
+from keras_regnet import verify  # noqa: E402
 from keras_regnet.design.complexity import count  # noqa: E402
 from keras_regnet.variants import VARIANTS  # noqa: E402
+
+# The tests import torchvision themselves (reference metadata) after TensorFlow.
+verify.hide_triton()
 
 # Published pycls model-zoo figures, verbatim from the reference (shipped with the package
 # because the weights registry reports their top-1).

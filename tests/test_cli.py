@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keras_regnet import cli
+from keras_regnet import cli, verify
 from keras_regnet.variants import VARIANTS
 
 
@@ -28,10 +28,8 @@ def test_unknown_model_is_a_clear_error(capsys):
 @pytest.mark.parametrize("source, model", [("pycls", "RegNetX002"), ("timm", "RegNetY002"),
                                            ("torchvision", "RegNetX004TV")])
 def test_convert_with_verify(source, model, tmp_path, capsys):
-    from torch_reference import make_reference, save_native
-
     # --verify loads the same tensors into the reference model strictly.
-    checkpoint = save_native(make_reference(model, source), source, tmp_path)
+    checkpoint = verify.save_native(verify.calibrated_reference(model, source), source, tmp_path)
     output = tmp_path / "converted.weights.h5"
     code = cli.main(["convert", "--source", source, "--checkpoint", checkpoint, "--model",
                      model, "--output", str(output), "--verify"])
@@ -48,9 +46,8 @@ def test_convert_with_verify(source, model, tmp_path, capsys):
 
 
 def test_verify_exits_nonzero_above_tolerance(tmp_path, capsys):
-    from torch_reference import make_reference, save_native
-
-    checkpoint = save_native(make_reference("RegNetY004", "torchvision"), "torchvision", tmp_path)
+    reference = verify.calibrated_reference("RegNetY004", "torchvision")
+    checkpoint = verify.save_native(reference, "torchvision", tmp_path)
     code = cli.main(["convert", "--source", "torchvision", "--checkpoint", checkpoint, "--model",
                      "RegNetY004", "--output", str(tmp_path / "y004.weights.h5"), "--verify",
                      "--tolerance", "1e-12"])

@@ -6,10 +6,9 @@ import os
 
 import numpy as np
 import pytest
-from torch_reference import make_reference, save_native, sources_for
 
 import keras_regnet
-from keras_regnet import conversion
+from keras_regnet import conversion, references, verify
 from keras_regnet.variants import VARIANTS
 
 # The tricky cases run by default: the smallest model, a clamped group width (X080), the
@@ -19,7 +18,7 @@ TOLERANCE = 1e-4
 CASES = [
     pytest.param(name, source, id=f"{name}-{source}",
                  marks=[] if name in DEFAULT else [pytest.mark.slow])
-    for name in VARIANTS for source in sources_for(name)
+    for name in VARIANTS for source in references.libraries_for(name)
 ]
 
 
@@ -29,29 +28,29 @@ def rgb_images(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("name, source", CASES)
 def test_converted_logits_match_reference(name, source, tmp_path):
-    reference = make_reference(name, source)
-    checkpoint = save_native(reference, source, tmp_path)
+    reference = verify.calibrated_reference(name, source)
+    checkpoint = verify.save_native(reference, source, tmp_path)
     model = keras_regnet.RegNet(name, weights=checkpoint, input_shape=(None, None, 3),
                                 classifier_activation=None)
     os.remove(checkpoint)  # up to 0.6 GB each; the suite's disk peak stays low
     for height, width in [(224, 224), (97, 131)]:
         images = rgb_images(height, width)
-        expected = conversion.reference_logits(reference, images, source)
+        expected = verify.reference_logits(reference, images, source)
         assert expected.std() > 0.05  # a comparison of real, varied logits
-        diff = conversion.max_logit_difference(model, reference, source, images)
+        diff = verify.max_logit_difference(model, reference, source, images)
         assert diff <= TOLERANCE, f"{name} from {source} at {height}x{width}: max |diff| {diff:.3g}"
 
 
 def test_pycls_stem_is_flipped_to_rgb(tmp_path):
-    reference = make_reference("RegNetX002", "pycls")
+    reference = verify.calibrated_reference("RegNetX002", "pycls")
     state = conversion.to_numpy(reference.state_dict())
-    model = keras_regnet.RegNetX002(weights=save_native(reference, "pycls", tmp_path))
+    model = keras_regnet.RegNetX002(weights=verify.save_native(reference, "pycls", tmp_path))
     kernel = model.get_layer("stem_conv").get_weights()[0]  # [kh, kw, in, out]
     np.testing.assert_array_equal(kernel[:, :, 0, :], state["stem.conv.weight"][:, 2].transpose(1, 2, 0))
 
 
 def test_mismatched_state_dict_lists_names_and_loads_nothing():
-    reference = make_reference("RegNetX002", "timm")
+    reference = verify.calibrated_reference("RegNetX002", "timm")
     model = keras_regnet.RegNetY002(weights=None)
     before = [w.copy() for w in model.get_weights()]
     with pytest.raises(ValueError) as err:
@@ -64,8 +63,8 @@ def test_mismatched_state_dict_lists_names_and_loads_nothing():
 
 def test_headless_model_skips_the_classifier(tmp_path):
     source = "timm"
-    reference = make_reference("RegNetY002", source)
-    path = save_native(reference, source, tmp_path)
+    reference = verify.calibrated_reference("RegNetY002", source)
+    path = verify.save_native(reference, source, tmp_path)
     full = keras_regnet.RegNetY002(weights=path)
     headless = keras_regnet.RegNetY002(weights=path, include_top=False, pooling="avg")
     for layer in headless.layers:
@@ -93,16 +92,16 @@ def test_unsafe_pickle_is_refused(tmp_path):
 
 
 def test_detect_source_and_reference_names():
-    assert conversion.detect_source({"stem.0.weight": 0}) == "torchvision"
-    assert conversion.detect_source({"s1.b1.conv1.conv.weight": 0}) == "timm"
-    assert conversion.detect_source({"s1.b1.f.a.weight": 0}) == "pycls"
+    assert references.detect_source({"stem.0.weight": 0}) == "torchvision"
+    assert references.detect_source({"s1.b1.conv1.conv.weight": 0}) == "timm"
+    assert references.detect_source({"s1.b1.f.a.weight": 0}) == "pycls"
     with pytest.raises(ValueError, match="pass source="):
-        conversion.detect_source({"foo": 0})
+        references.detect_source({"foo": 0})
     with pytest.raises(ValueError, match="source must be one of"):
         conversion.load_torch_state_dict(None, {}, "caffe")
 
 
-@pytest.mark.parametrize("name", [n for n in VARIANTS if "torchvision" not in sources_for(n)])
+@pytest.mark.parametrize("name", [n for n in VARIANTS if "torchvision" not in references.libraries_for(n)])
 def test_no_torchvision_reference_is_a_clear_error(name):
     with pytest.raises(ValueError, match=f"torchvision has no network identical to {name}"):
-        conversion.build_reference_model(name, "torchvision")
+        verify.build_reference(name, "torchvision")

@@ -16,8 +16,9 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(keras_regnet.__path__, "k
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     module = importlib.import_module(name)
+    # Examples are written as a user reads them: after `import keras_regnet`.
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-                             verbose=False, report=True)
+                             verbose=False, report=True, extraglobs={"keras_regnet": keras_regnet})
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} failed"
 
 
@@ -27,5 +28,6 @@ def test_the_public_api_shows_examples():
     examples = {name: sum(len(t.examples) for t in finder.find(importlib.import_module(name)))
                 for name in MODULES}
     for name in ("keras_regnet.design.spec", "keras_regnet.design.complexity", "keras_regnet.layers",
-                 "keras_regnet.applications", "keras_regnet.weights", "keras_regnet.conversion"):
+                 "keras_regnet.applications", "keras_regnet.weights", "keras_regnet.conversion",
+                 "keras_regnet.weight_table", "keras_regnet.references", "keras_regnet.preprocessing"):
         assert examples[name] > 0, f"{name} has no docstring example"

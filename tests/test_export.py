@@ -16,7 +16,7 @@ import pytest
 
 import keras_regnet
 from keras_regnet import cli, export
-from keras_regnet.weights import EvalTransform
+from keras_regnet.preprocessing import EvalTransform, eval_crop
 
 
 def sharp_model(name="RegNetY002", classes=1000):
@@ -174,17 +174,14 @@ def test_rest_b64_body_gives_python_pipeline_top1(tmp_path):
 
 
 def test_serving_bytes_equals_serving_default_on_the_same_pixels(exported):
-    """For the RegNet export: the bytes signature is the image signature after decode+crop."""
+    """For the RegNet export: the bytes signature is the image signature after THE eval
+    transform (which equals resize-then-crop: tests/test_preprocessing.py)."""
     import tensorflow as tf
 
     _, path = exported
     loaded = tf.saved_model.load(path)
     jpeg = _jpeg(np.random.default_rng(2).uniform(0, 255, (300, 260, 3)))
-    image = tf.cast(tf.io.decode_jpeg(jpeg, channels=3), tf.float32)
-    size = tf.cast(tf.round(tf.constant([300.0, 260.0]) * 256 / 260), tf.int32)
-    image = tf.image.resize(image, size, method="bilinear", antialias=True)
-    top, left = (int(size[0]) - 224) // 2, (int(size[1]) - 224) // 2
-    image = tf.clip_by_value(image[top:top + 224, left:left + 224], 0, 255)[None]
+    image = eval_crop(tf.io.decode_jpeg(jpeg, channels=3), EvalTransform(256, 224))[None]
     by_bytes = loaded.signatures["serving_bytes"](image_bytes=tf.constant([jpeg]))
     by_pixels = loaded.signatures["serving_default"](images=image)
     np.testing.assert_allclose(by_bytes["probabilities"], by_pixels["probabilities"], atol=1e-6)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -119,3 +123,36 @@ def test_fused_batchnorm_matches_reference_formula(training):
     else:
         np.testing.assert_allclose(moving_mean, mean0, rtol=1e-6)
         np.testing.assert_allclose(moving_var, var0, rtol=1e-6)
+
+
+def _grouped_gradient_in_fresh_process(env: dict) -> subprocess.CompletedProcess:
+    code = textwrap.dedent("""
+        import warnings
+        warnings.simplefilter("always")
+        import keras_regnet, tensorflow as tf
+        from tensorflow.python.util import _pywrap_util_port
+        layer = keras_regnet.GroupedConv2D(16, 3, groups=4, padding="same")
+        x = tf.random.normal([2, 8, 8, 16])
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(layer(x) ** 2)
+        grads = tape.gradient(y, [x, layer.kernel])
+        print("onednn", _pywrap_util_port.IsMklEnabled(), "grads", [tuple(g.shape) for g in grads])
+        """)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"} | env)
+
+
+def test_import_turns_on_the_kernels_grouped_gradients_need():
+    # TensorFlow differentiates a grouped conv on a CPU only with oneDNN, which it enables by
+    # default on some CPUs only: `import keras_regnet` enables it.
+    out = _grouped_gradient_in_fresh_process({})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "onednn True grads [(2, 8, 8, 16), (3, 3, 4, 16)]" in out.stdout
+
+
+def test_grouped_gradients_still_work_with_onednn_off():
+    out = _grouped_gradient_in_fresh_process({"TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "onednn False grads [(2, 8, 8, 16), (3, 3, 4, 16)]" in out.stdout
+    assert "falls back to Keras's" in out.stderr  # and says how to get the fast path

@@ -17,7 +17,7 @@ import pytest
 
 import keras_regnet
 from keras_regnet.training import data as data_lib
-from keras_regnet.training.config import Recipe, TrainConfig
+from keras_regnet.training.config import PipelineConfig, Recipe, TrainConfig
 from keras_regnet.training.demo import prepare
 from keras_regnet.training.optim import TorchSGD
 
@@ -61,8 +61,8 @@ def test_both_label_conventions_read_back_zero_based(tmp_path, base):
     files = _write_shards(tmp_path, labels, base)
     offset = data_lib.detect_label_offset(files, num_classes=10)
     assert offset == base
-    ds = data_lib.make_dataset(files, training=False, batch_size=6, image_size=32, eval_resize=36,
-                               label_offset=offset)
+    ds = data_lib.make_dataset(files, PipelineConfig(training=False, batch_size=6, image_size=32,
+                                                     label_offset=offset))
     images, read = next(iter(ds))
     assert sorted(read.numpy().tolist()) == sorted(labels)
     assert images.shape == (6, 32, 32, 3) and float(images.numpy().max()) > 1.5  # 0-255, unnormalised
@@ -70,8 +70,8 @@ def test_both_label_conventions_read_back_zero_based(tmp_path, base):
 
 def test_train_pipeline_shapes_and_range(demo_dir):
     files = data_lib.split_files(demo_dir, "train")
-    ds = data_lib.make_dataset(files, training=True, batch_size=8, image_size=48, eval_resize=55,
-                               label_offset=1)
+    ds = data_lib.make_dataset(files, PipelineConfig(training=True, batch_size=8, image_size=48,
+                                                     label_offset=1))
     images, labels = next(iter(ds))
     assert images.shape == (8, 48, 48, 3) and labels.shape == (8,)
     assert 0 <= float(images.numpy().min()) and float(images.numpy().max()) <= 255
@@ -82,8 +82,8 @@ def test_seeded_epoch_is_reproducible_and_resume_skips_exactly(demo_dir):
     files = data_lib.split_files(demo_dir, "train")
 
     def batches(seed, skip=0, count=2):
-        ds = data_lib.make_dataset(files, training=True, batch_size=8, image_size=32, eval_resize=37,
-                                   label_offset=1, seed=seed, skip_batches=skip)
+        ds = data_lib.make_dataset(files, PipelineConfig(training=True, batch_size=8, image_size=32,
+                                                         label_offset=1, seed=seed, skip_batches=skip))
         return [(x.numpy(), y.numpy()) for x, y in ds.take(count)]
 
     first, again, other = batches(3), batches(3), batches(4)
@@ -120,8 +120,10 @@ def test_make_tfrecords_round_trip(tmp_path):
          f"--validation_labels={root / 'val_labels.txt'}", f"--output_dir={out}",
          "--train_shards=2", "--validation_shards=1"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(out)) == ["labels.txt", "train-00000-of-00002", "train-00001-of-00002",
-                                       "validation-00000-of-00001"]
+    assert sorted(os.listdir(out)) == ["labels.txt", "record_counts.json", "train-00000-of-00002",
+                                       "train-00001-of-00002", "validation-00000-of-00001"]
+    # The split sizes are stored with the shards: the trainer need not count the records.
+    assert json.loads((out / "record_counts.json").read_text()) == {"train": 6, "validation": 1}
     records = [tf.io.parse_single_example(r, {
         "image/encoded": tf.io.FixedLenFeature([], tf.string),
         "image/class/label": tf.io.FixedLenFeature([], tf.int64),
@@ -259,10 +261,28 @@ def test_transfer_learning_keeps_frozen_weights(demo_dir, tmp_path):
 
 # --- subprocesses: CPU replicas, kill -9, multi-worker ------------------------------------------
 
-def test_mirrored_on_two_cpu_replicas_learns(demo_dir, tmp_path):
+def _served_top1(export_dir: str, data_dir: str) -> tuple[int, int]:
+    """(correct, total) of the exported model's serving_bytes signature on the validation JPEGs."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(export_dir).signatures["serving_bytes"]
+    records = tf.data.TFRecordDataset(data_lib.split_files(data_dir, "validation"))
+    correct = total = 0
+    for batch in records.map(lambda r: data_lib.parse_example(r, label_offset=1)).batch(50):
+        jpegs, labels = batch
+        predicted = serve(image_bytes=jpegs)["classes"][:, 0].numpy()
+        correct += int(np.sum(predicted == labels.numpy()))
+        total += len(labels)
+    return correct, total
+
+
+def test_mirrored_two_replicas_learn_and_the_export_scores_what_the_trainer_reported(tmp_path):
+    # Digits as 40x52 JPEGs: larger than the 32 crop and not square, so the eval transform
+    # resizes and crops for real. 360 validation images: the replicas' last batches are uneven.
+    data_dir = prepare(str(tmp_path / "data"), size=(40, 52))
     # 32 images per replica: BatchNorm over 16 one-pixel maps made the 96-step curve too noisy.
-    result = train_cli(["--strategy", "mirrored", "--cpu_replicas", "2", f"--data_dir={demo_dir}",
-                        f"--model_dir={tmp_path}", "--epochs", "8", "--steps_per_epoch", "12",
+    result = train_cli(["--strategy", "mirrored", "--cpu_replicas", "2", f"--data_dir={data_dir}",
+                        f"--model_dir={tmp_path / 'run'}", "--epochs", "8", "--steps_per_epoch", "12",
                         "--batch_size", "64", "--image_size", "32", "--num_classes", "10",
                         "--crop_area_min", "0.35", "--noflip"])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -272,8 +292,11 @@ def test_mirrored_on_two_cpu_replicas_learns(demo_dir, tmp_path):
     assert len(losses) == 8
     # The shown loss is pycls's cross-entropy (no L2 term): about ln(10) while the head is fresh.
     assert abs(losses[0] - np.log(10)) < 0.5 and np.mean(losses[-2:]) < losses[0], losses
-    metrics = json.load(open(tmp_path / "metrics.json"))
+    metrics = json.load(open(tmp_path / "run" / "metrics.json"))
     assert metrics["steps"] == 96 and metrics["val_top1"] > 40  # 10 classes: chance is 10%
+    # One eval transform: the served model gets exactly the trainer's answers, image for image.
+    correct, total = _served_top1(str(tmp_path / "run" / "export" / "1"), data_dir)
+    assert total == 360 and 100 * correct / total == metrics["val_top1"]
 
 
 def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(demo_dir, tmp_path):
@@ -365,8 +388,8 @@ def test_modern_recipe_and_bfloat16_train(demo_dir, tmp_path):
 
     modern = recipe("modern")
     files = data_lib.split_files(demo_dir, "train")
-    ds = augment_batches(data_lib.make_dataset(files, training=True, batch_size=8, image_size=32,
-                                               eval_resize=36, label_offset=1), modern, 10)
+    pipeline = PipelineConfig(training=True, batch_size=8, image_size=32, label_offset=1)
+    ds = augment_batches(data_lib.make_dataset(files, pipeline), modern, 10)
     images, labels = next(iter(ds))
     assert labels.shape == (8, 10) and np.allclose(labels.numpy().sum(1), 1.0, atol=1e-5)
     assert not np.all(labels.numpy().max(1) == 1.0)  # mixed, not one-hot
@@ -401,7 +424,7 @@ def test_tfds_imagenet2012_reader_trains_with_zero_based_labels(tmp_path):
 
     with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
         ds = data_lib.make_tfds_dataset("imagenet2012", str(tmp_path / "tfds"), "train",
-                                        training=True, batch_size=4, image_size=32, eval_resize=36)
+                                        PipelineConfig(training=True, batch_size=4, image_size=32))
         images, labels = next(iter(ds))
         assert images.shape == (4, 32, 32, 3) and labels.dtype.name == "int32"
         assert 0 <= int(labels.numpy().min()) and int(labels.numpy().max()) < 1000
@@ -423,3 +446,61 @@ def test_init_weights_with_imagenet_classes_keeps_the_pretrained_head(tmp_path):
     for name in ("predictions", "s4_b7_conv3", "stem_bn"):
         for a, b in zip(model.get_layer(name).get_weights(), pretrained.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
+
+
+# --- the command line and the record count -----------------------------------------------------
+
+def test_every_trainconfig_field_is_a_flag_with_the_librarys_choices():
+    import dataclasses
+
+    from absl import flags
+
+    from keras_regnet.training import config as config_lib
+    from keras_regnet.training.main import define_flags
+
+    define_flags()
+    for field in dataclasses.fields(TrainConfig):
+        flag = flags.FLAGS[field.name]
+        assert flag.value is None and field.metadata["help"] in flag.help
+    assert list(flags.FLAGS["strategy"].parser.enum_values) == list(config_lib.STRATEGIES)
+    assert list(flags.FLAGS["precision"].parser.enum_values) == list(config_lib.PRECISIONS)
+    assert list(flags.FLAGS["recipe"].parser.enum_values) == list(config_lib.RECIPES)
+
+
+def test_train_help_says_what_the_demo_runs():
+    from keras_regnet.training.config import DEMO_DEFAULTS
+
+    result = train_cli(["--help"])
+    for name, value in DEMO_DEFAULTS.items():
+        assert f"--{name}" in result.stdout or f"--[no]{name}" in result.stdout
+        assert f"demo {value!r}" in " ".join(result.stdout.split())
+
+
+def test_steps_per_epoch_come_from_the_stored_record_count(demo_dir, tmp_path):
+    import shutil
+
+    from keras_regnet.training.loop import steps_per_epoch
+
+    files = data_lib.split_files(demo_dir, "train")
+    assert json.load(open(os.path.join(demo_dir, "record_counts.json")))["train"] == 1437
+    assert steps_per_epoch(TrainConfig(data_dir=demo_dir, batch_size=100), files) == 14
+    assert steps_per_epoch(TrainConfig(data_dir=demo_dir, batch_size=100, train_records=250), files) == 2
+    # Without the counts file the records are counted (here: 1,437 of them).
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_dir, copy)
+    os.remove(copy / "record_counts.json")
+    files = data_lib.split_files(str(copy), "train")
+    assert steps_per_epoch(TrainConfig(data_dir=str(copy), batch_size=100), files) == 14
+    with pytest.raises(ValueError, match="larger than the 1437 training images"):
+        steps_per_epoch(TrainConfig(data_dir=str(copy), batch_size=2000), files)
+
+
+def test_keras_regnet_train_runs_the_trainer(demo_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_regnet.cli", "train", "--strategy", "one_device",
+         f"--data_dir={demo_dir}", f"--model_dir={tmp_path}", "--epochs", "1", "--batch_size",
+         "512", "--image_size", "32", "--num_classes", "10", "--eval_steps", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.load(open(tmp_path / "metrics.json"))
+    assert metrics["steps"] == 1437 // 512  # one pass over the stored record count

@@ -9,11 +9,11 @@ import threading
 
 import numpy as np
 import pytest
-from torch_reference import make_reference, save_native
 
 import keras_regnet
 from conftest import reference_rows
-from keras_regnet import conversion, weights
+from keras_regnet import downloads, verify, weight_table
+from keras_regnet.preprocessing import EvalTransform
 from keras_regnet.variants import VARIANTS
 
 
@@ -61,10 +61,10 @@ def _files(directory) -> list[str]:
 def test_every_model_has_default_weights_and_pycls_accuracy():
     rows = reference_rows()
     for name, variant in VARIANTS.items():
-        ws = weights.get_weight_set(name)
+        ws = weight_table.get_weight_set(name)
         if variant.spec.rounding == "pycls":
             assert ws.top1 == pytest.approx(100 - float(rows[variant.paper_name]["top1_err"]))
-            assert ws.license == "MIT" and ws.transform == weights.EvalTransform(256, 224, "bilinear")
+            assert ws.license == "MIT" and ws.transform == EvalTransform(256, 224, "bilinear")
             assert [d.source for d in ws.downloads] == ["timm", "pycls"]
             assert ws.downloads[1].url.endswith(f"/{variant.paper_name}_dds_8gpu.pyth")
         else:
@@ -79,7 +79,7 @@ def test_torchvision_entries_match_torchvision_metadata():
         if enum_name.startswith("RegNet_") and enum_name.endswith("_Weights"):
             for w in getattr(tvm, enum_name):
                 published[w.url] = w
-    entries = [ws for ws in weights.list_weights(print_table=False)
+    entries = [ws for ws in weight_table.list_weights(print_table=False)
                if ws.downloads[-1].source == "torchvision"]
     assert len({ws.downloads[-1].url for ws in entries}) >= 28
     for ws in entries:
@@ -103,7 +103,7 @@ def test_list_weights_prints_a_table(capsys):
 
 def test_unknown_tag_names_the_available_ones():
     with pytest.raises(ValueError, match="Available: .*imagenet.*tv2_in1k"):
-        weights.get_weight_set("RegNetY032", "swag_lc_in1k")
+        weight_table.get_weight_set("RegNetY032", "swag_lc_in1k")
 
 
 # --- downloads ----------------------------------------------------------------------------------
@@ -111,26 +111,26 @@ def test_unknown_tag_names_the_available_ones():
 def test_download_success_then_cache_hit(server, tmp_path):
     body = os.urandom(3000)
     server.routes["/w.bin"] = (body, False)
-    dl = weights.Download(server.url + "/w.bin", "timm", sha256=hashlib.sha256(body).hexdigest())
-    path = weights.download(dl, str(tmp_path / "cache"))
+    dl = weight_table.Download(server.url + "/w.bin", "timm", sha256=hashlib.sha256(body).hexdigest())
+    path = downloads.download(dl, str(tmp_path / "cache"))
     assert open(path, "rb").read() == body
-    assert weights.download(dl, str(tmp_path / "cache")) == path
+    assert downloads.download(dl, str(tmp_path / "cache")) == path
     assert server.requests == ["/w.bin"]  # the second call did not touch the network
     assert _files(tmp_path / "cache") == ["w.bin"]
 
 
 def test_hash_mismatch_is_an_error_naming_the_file_and_keeps_nothing(server, tmp_path):
     server.routes["/w.bin"] = (b"tampered", False)
-    dl = weights.Download(server.url + "/w.bin", "timm", sha256="0" * 64)
+    dl = weight_table.Download(server.url + "/w.bin", "timm", sha256="0" * 64)
     with pytest.raises(ValueError, match="Hash mismatch for w.bin"):
-        weights.download(dl, str(tmp_path / "cache"))
+        downloads.download(dl, str(tmp_path / "cache"))
     assert _files(tmp_path / "cache") == []
 
 
 def test_truncated_body_keeps_nothing(server, tmp_path):
     server.routes["/w.bin"] = (os.urandom(4096), True)
     with pytest.raises(OSError, match="truncated"):
-        weights.download(weights.Download(server.url + "/w.bin", "timm"), str(tmp_path / "cache"))
+        downloads.download(weight_table.Download(server.url + "/w.bin", "timm"), str(tmp_path / "cache"))
     assert _files(tmp_path / "cache") == []
 
 
@@ -139,7 +139,7 @@ def test_server_down_names_url_and_cache_path(server, tmp_path):
     server.shutdown()
     server.server_close()
     with pytest.raises(ConnectionError) as err:
-        weights.download(weights.Download(url, "timm"), str(tmp_path / "cache"))
+        downloads.download(weight_table.Download(url, "timm"), str(tmp_path / "cache"))
     assert url in str(err.value) and str(tmp_path / "cache" / "w.bin") in str(err.value)
     assert _files(tmp_path / "cache") == []
 
@@ -148,26 +148,25 @@ def test_server_down_names_url_and_cache_path(server, tmp_path):
 
 def _serve_reference(server, monkeypatch, tmp_path, name, downloads_spec):
     """Registers a fake weight set for ``name`` whose files the loopback server holds."""
-    downloads = []
+    files = []
     for route, source, body in downloads_spec:
         if body is not None:
             server.routes[route] = (body, False)
         digest = hashlib.sha256(body).hexdigest() if body is not None else None
-        downloads.append(weights.Download(server.url + route, source, sha256=digest))
-    fake = {(name, "imagenet"): weights.WeightSet(name, "imagenet", tuple(downloads), "MIT", 70.0,
-                                                  weights.EvalTransform())}
-    monkeypatch.setattr(weights, "registry", lambda: fake)
+        files.append(weight_table.Download(server.url + route, source, sha256=digest))
+    fake = weight_table.WeightSet(name, "imagenet", 70.0, EvalTransform(), "MIT", tuple(files))
+    monkeypatch.setitem(weight_table._REGISTRY, (name, "imagenet"), fake)
 
 
 def test_imagenet_weights_download_convert_cache_and_load(server, monkeypatch, tmp_path, keras_home):
-    reference = make_reference("RegNetY002", "timm")
-    body = open(save_native(reference, "timm", tmp_path), "rb").read()
+    reference = verify.calibrated_reference("RegNetY002", "timm")
+    body = open(verify.save_native(reference, "timm", tmp_path), "rb").read()
     _serve_reference(server, monkeypatch, tmp_path, "RegNetY002",
                      [("/timm/regnety_002.test/resolve/main/model.safetensors", "timm", body)])
 
     model = keras_regnet.RegNetY002(weights="imagenet", classifier_activation=None)
     images = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
-    assert conversion.max_logit_difference(model, reference, "timm", images) <= 1e-4
+    assert verify.max_logit_difference(model, reference, "timm", images) <= 1e-4
     converted = keras_home / "keras_regnet" / "RegNetY002_imagenet.weights.h5"
     assert converted.exists() and len(server.requests) == 1
 
@@ -181,14 +180,14 @@ def test_imagenet_weights_download_convert_cache_and_load(server, monkeypatch, t
 
 
 def test_falls_back_to_the_next_source(server, monkeypatch, tmp_path, keras_home):
-    reference = make_reference("RegNetX002", "pycls")
-    body = open(save_native(reference, "pycls", tmp_path), "rb").read()
+    reference = verify.calibrated_reference("RegNetX002", "pycls")
+    body = open(verify.save_native(reference, "pycls", tmp_path), "rb").read()
     _serve_reference(server, monkeypatch, tmp_path, "RegNetX002",
                      [("/missing.safetensors", "timm", None), ("/x.pyth", "pycls", body)])
     model = keras_regnet.RegNetX002(weights="imagenet", classifier_activation=None,
                                     input_shape=(None, None, 3))
     images = np.random.default_rng(0).uniform(0, 255, (2, 97, 131, 3)).astype("float32")
-    assert conversion.max_logit_difference(model, reference, "pycls", images) <= 1e-4
+    assert verify.max_logit_difference(model, reference, "pycls", images) <= 1e-4
 
 
 def test_no_network_error_says_where_to_put_the_file(server, monkeypatch, tmp_path):

@@ -11,12 +11,8 @@ from keras_regnet.training.config import TrainConfig
 def benchmark_input(config: TrainConfig, batches: int = 50, warmup: int = 5) -> float:
     """Prints and returns the training pipeline's images/s (decode + augment + batch)."""
     files = data_lib.split_files(config.data_dir, "train")
-    ds = data_lib.make_dataset(files, training=True, batch_size=config.batch_size,
-                               image_size=config.image_size, eval_resize=config.eval_resize,
-                               label_offset=config.label_offset or 0, seed=config.seed,
-                               shuffle_buffer=config.shuffle_buffer,
-                               crop_area_min=config.crop_area_min, flip=config.flip).repeat()
-    iterator = iter(ds)
+    pipeline = config.pipeline(True, config.batch_size, label_offset=config.label_offset or 0)
+    iterator = iter(data_lib.make_dataset(files, pipeline).repeat())
     for _ in range(warmup):
         next(iterator)
     start = time.perf_counter()

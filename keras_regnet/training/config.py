@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+
+from keras_regnet.preprocessing import EvalTransform
 
 RECIPES = ("pycls", "modern")
 STRATEGIES = ("mirrored", "multi_worker", "tpu", "one_device")
@@ -59,35 +62,56 @@ def recipe(name: str) -> Recipe:
     raise ValueError(f"recipe must be one of {RECIPES}, got {name!r}.")
 
 
+def _option(default, help: str, choices: tuple | None = None):
+    """A TrainConfig field with the help and choices its command-line flag is generated from."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    model: str = "RegNetX002"
-    data_dir: str | None = None  # TFRecords (or the TFDS data_dir with tfds_name)
-    tfds_name: str | None = None  # read a prepared TFDS dataset, e.g. "imagenet2012"
-    model_dir: str = "/tmp/keras_regnet_run"
-    strategy: str = "mirrored"
-    epochs: int = 100
-    batch_size: int = 1024  # global
-    image_size: int = 224
-    precision: str = "fp32"
-    init_weights: str | None = None  # "imagenet", a weight tag or a file
-    num_classes: int = 1000
-    freeze_stages: int = 0
-    label_offset: int | None = None  # None: detect (1-based imagenet_to_gcs vs 0-based)
-    recipe: str = "pycls"
-    cpu_replicas: int = 0
-    tpu: str | None = None
-    checkpoint_every: int = 200  # steps
-    seed: int = 0
-    shuffle_buffer: int = 10_000
-    steps_per_epoch: int | None = None  # None: one pass over the training files
-    crop_area_min: float = 0.08  # Inception crop's smallest area fraction
-    flip: bool = True  # random horizontal flips (off for data where mirroring changes the class)
-    eval_steps: int | None = None
-    learning_rate: float | None = None  # peak lr for the global batch; None: the recipe's rule
-    weight_decay: float | None = None  # None: the recipe's (pycls: 5e-5 L2)
+    """One training run. ``training/train.py``'s flags are generated from these fields.
+
+    Example:
+        >>> TrainConfig(model="RegNetY004", epochs=10).eval_transform
+        EvalTransform(resize=256, crop=224, interpolation='bilinear')
+    """
+
+    model: str = _option("RegNetX002", "model name (keras-regnet list)")
+    data_dir: str | None = _option(None, "TFRecord directory (train-*, validation-*), or the TFDS "
+                                   "data_dir with --tfds_name; unset: the embedded digits demo")
+    tfds_name: str | None = _option(None, "read a prepared TFDS dataset, e.g. imagenet2012")
+    model_dir: str | None = _option(None, "checkpoints, logs, metrics.json, final weights, export/; "
+                                    "unset: runs/<model> (the demo: runs/demo)")
+    strategy: str = _option("mirrored", "tf.distribute strategy", STRATEGIES)
+    epochs: int = _option(100, "training epochs")
+    batch_size: int = _option(1024, "global batch size (split over the replicas)")
+    image_size: int = _option(224, "training crop and eval crop size")
+    precision: str = _option("fp32", "compute precision", PRECISIONS)
+    init_weights: str | None = _option(None, "start from a weight tag (imagenet, tv2_in1k, ...) "
+                                       "or a weights file")
+    num_classes: int = _option(1000, "classes of the head")
+    freeze_stages: int = _option(0, "freeze the stem (1) and stages 1..N-1 (2..5)")
+    label_offset: int | None = _option(None, "subtracted from labels; unset: detect 1- vs 0-based")
+    recipe: str = _option("pycls", "optimisation recipe", RECIPES)
+    cpu_replicas: int = _option(0, "split the CPU into N logical devices for --strategy mirrored")
+    tpu: str | None = _option(None, "TPU address for --strategy tpu")
+    checkpoint_every: int = _option(200, "checkpoint every N steps (and at each epoch's end)")
+    seed: int = _option(0, "seeds the initial weights, data order and augmentation")
+    shuffle_buffer: int = _option(10_000, "examples in the shuffle buffer")
+    steps_per_epoch: int | None = _option(None, "unset: one pass over the training records")
+    train_records: int | None = _option(None, "training records per epoch; unset: read from the "
+                                        "data's record_counts.json, else counted")
+    crop_area_min: float = _option(0.08, "Inception crop's smallest area fraction")
+    flip: bool = _option(True, "random horizontal flips (off where mirroring changes the class)")
+    eval_steps: int | None = _option(None, "unset: the whole validation split")
+    learning_rate: float | None = _option(None, "peak lr for the global batch; unset: the recipe's "
+                                          "rule (pycls: 0.1 x batch_size / 128); lower it to fine-tune")
+    weight_decay: float | None = _option(None, "unset: the recipe's (pycls: 5e-5 as L2 in the "
+                                         "gradient; modern: AdamW's decoupled 0.05)")
 
     def __post_init__(self) -> None:
+        if self.model_dir is None:
+            object.__setattr__(self, "model_dir", os.path.join("runs", self.model))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
         if self.precision not in PRECISIONS:
@@ -102,6 +126,8 @@ class TrainConfig:
             raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}.")
         if self.weight_decay is not None and not self.weight_decay >= 0:
             raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}.")
+        if self.train_records is not None and self.train_records < 1:
+            raise ValueError(f"--train_records must be positive, got {self.train_records}.")
         if not 0 <= self.freeze_stages <= 5:
             raise ValueError(f"--freeze_stages must be 0 (none) .. 5 (stem + 4 stages), got "
                              f"{self.freeze_stages}.")
@@ -116,6 +142,46 @@ class TrainConfig:
         return dataclasses.replace(recipe, **changes)
 
     @property
-    def eval_resize(self) -> int:
-        """Short side before the center crop: 256 for 224, scaled with the image size."""
-        return int(round(self.image_size * 256 / 224))
+    def eval_transform(self) -> EvalTransform:
+        """Short side 256 -> center crop 224 (pycls), scaled to this run's image size."""
+        return EvalTransform.for_size(self.image_size)
+
+    def pipeline(self, training: bool, batch_size: int, **changes) -> PipelineConfig:
+        """The input pipeline's settings for one split (per-replica ``batch_size``)."""
+        settings = dict(image_size=self.image_size, eval_transform=self.eval_transform,
+                        seed=self.seed, shuffle_buffer=self.shuffle_buffer,
+                        crop_area_min=self.crop_area_min, flip=self.flip)
+        return PipelineConfig(training=training, batch_size=batch_size, **(settings | changes))
+
+
+# The embedded demo (training/train.py without --data_dir): scikit-learn's digits at 32x32.
+# No flips (a mirrored 2 is no 2) and milder crops (a 0.08 crop of an 8x8 scan is noise).
+DEMO_DEFAULTS = dict(epochs=40, batch_size=64, image_size=32, num_classes=10, cpu_replicas=2,
+                     crop_area_min=0.35, flip=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything one input pipeline (one worker's, one split's) needs to know.
+
+    Example:
+        >>> PipelineConfig(training=False, batch_size=8, image_size=32).eval_transform
+        EvalTransform(resize=37, crop=32, interpolation='bilinear')
+    """
+
+    training: bool
+    batch_size: int  # per input pipeline
+    image_size: int
+    eval_transform: EvalTransform | None = None  # None: pycls's ratio at image_size
+    label_offset: int = 0
+    seed: int = 0
+    shuffle_buffer: int = 10_000
+    num_shards: int = 1  # input pipelines (workers) ...
+    shard_index: int = 0  # ... and this one's index
+    skip_batches: int = 0  # a resumed epoch skips what it already trained on
+    crop_area_min: float = 0.08
+    flip: bool = True
+
+    def __post_init__(self) -> None:
+        if self.eval_transform is None:
+            object.__setattr__(self, "eval_transform", EvalTransform.for_size(self.image_size))

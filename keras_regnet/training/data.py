@@ -1,18 +1,23 @@
 """Input pipelines: ImageNet-format TFRecords (and TFDS), decoded, augmented, batched.
 
 Decoder -> parser -> reader, as in the TF Model Garden: :func:`parse_example` reads the
-standard tf.Example keys, :func:`train_image` / :func:`eval_image` transform one image,
+standard tf.Example keys, :func:`train_image` augments one image (evaluation uses
+:func:`keras_regnet.preprocessing.eval_crop`, as the exported model does),
 :func:`make_dataset` shards, interleaves, shuffles and batches. Images stay RGB in [0, 255]:
 the model normalises them itself, so normalisation happens exactly once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 import numpy as np
 import tensorflow as tf
+
+from keras_regnet.preprocessing import decode_rgb, eval_crop
+from keras_regnet.training.config import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,7 @@ FEATURES = {
     "image/class/label": tf.io.FixedLenFeature([], tf.int64),
 }
 SPLIT_PATTERNS = {"train": "train-*", "validation": "validation-*"}
+RECORD_COUNTS_FILE = "record_counts.json"  # {"train": N, "validation": M}, written with the shards
 
 
 def split_files(data_dir: str, split: str) -> list[str]:
@@ -83,44 +89,30 @@ def train_image(encoded, size: int, crop_area_min: float = 0.08, flip: bool = Tr
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def eval_image(encoded, size: int, resize: int):
-    """Resize the short side to ``resize`` (bilinear), center-crop ``size``."""
-    image = tf.cast(tf.io.decode_jpeg(encoded, channels=3), tf.float32)
-    hw = tf.cast(tf.shape(image)[:2], tf.float32)
-    new = tf.cast(tf.round(hw * resize / tf.reduce_min(hw)), tf.int32)
-    image = tf.image.resize(image, new, method="bilinear")
-    top, left = (new[0] - size) // 2, (new[1] - size) // 2
-    return image[top:top + size, left:left + size]
-
-
-def make_dataset(files: list[str], *, training: bool, batch_size: int, image_size: int,
-                 eval_resize: int, label_offset: int, seed: int = 0,
-                 shuffle_buffer: int = 10_000, num_shards: int = 1, shard_index: int = 0,
-                 skip_batches: int = 0, crop_area_min: float = 0.08,
-                 flip: bool = True) -> tf.data.Dataset:
-    """A batched (images, labels) dataset for one input pipeline (worker).
+def make_dataset(files: list[str], pipeline: PipelineConfig) -> tf.data.Dataset:
+    """A batched (images, labels) dataset of TFRecord shards for one input pipeline (worker).
 
     Training data is sharded by file across workers, read interleaved from several files and
     shuffled (shard order is not random), all seeded so that an epoch's order is reproducible:
     a resumed run skips the ``skip_batches`` it already trained on and sees the same rest.
+    Evaluation data is sharded by record, so every record is evaluated exactly once.
     """
+    p = pipeline
     ds = tf.data.Dataset.from_tensor_slices(files)
-    if num_shards > 1:
-        ds = ds.shard(num_shards, shard_index)
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
+    if p.training:
+        if p.num_shards > 1:
+            ds = ds.shard(p.num_shards, p.shard_index)
+        ds = ds.shuffle(len(files), seed=p.seed, reshuffle_each_iteration=False)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(16, len(files)),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.map(lambda r: parse_example(r, label_offset), num_parallel_calls=tf.data.AUTOTUNE)
-    return _transform_and_batch(ds, training, batch_size, image_size, eval_resize, seed,
-                                shuffle_buffer, skip_batches, crop_area_min, flip)
+    if not p.training and p.num_shards > 1:
+        ds = ds.shard(p.num_shards, p.shard_index)
+    ds = ds.map(lambda r: parse_example(r, p.label_offset), num_parallel_calls=tf.data.AUTOTUNE)
+    return _transform_and_batch(ds, p)
 
 
-def make_tfds_dataset(name: str, data_dir: str | None, split: str, *, training: bool,
-                      batch_size: int, image_size: int, eval_resize: int, seed: int = 0,
-                      shuffle_buffer: int = 10_000, num_shards: int = 1, shard_index: int = 0,
-                      skip_batches: int = 0, crop_area_min: float = 0.08,
-                      flip: bool = True) -> tf.data.Dataset:
+def make_tfds_dataset(name: str, data_dir: str | None, split: str,
+                      pipeline: PipelineConfig) -> tf.data.Dataset:
     """The same pipeline over a prepared TFDS dataset (e.g. ``imagenet2012``, labels 0-based).
 
     Images are read still encoded (``SkipDecoding``) so the training crop is decoded alone.
@@ -129,17 +121,17 @@ def make_tfds_dataset(name: str, data_dir: str | None, split: str, *, training: 
         import tensorflow_datasets as tfds
     except ImportError as err:
         raise ImportError("Reading TFDS needs tensorflow-datasets: pip install 'keras-regnet[tfds]'") from err
+    p = pipeline
     builder = tfds.builder(name, data_dir=data_dir)
     read_config = tfds.ReadConfig(
-        shuffle_seed=seed, interleave_cycle_length=16,
-        input_context=tf.distribute.InputContext(num_input_pipelines=num_shards,
-                                                 input_pipeline_id=shard_index))
-    ds = builder.as_dataset(split=split, shuffle_files=training, read_config=read_config,
+        shuffle_seed=p.seed, interleave_cycle_length=16,
+        input_context=tf.distribute.InputContext(num_input_pipelines=p.num_shards,
+                                                 input_pipeline_id=p.shard_index))
+    ds = builder.as_dataset(split=split, shuffle_files=p.training, read_config=read_config,
                             decoders={"image": tfds.decode.SkipDecoding()})
     ds = ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    return _transform_and_batch(ds, training, batch_size, image_size, eval_resize, seed,
-                                shuffle_buffer, skip_batches, crop_area_min, flip)
+    return _transform_and_batch(ds, p)
 
 
 def tfds_split_size(name: str, data_dir: str | None, split: str) -> int:
@@ -148,26 +140,47 @@ def tfds_split_size(name: str, data_dir: str | None, split: str) -> int:
     return int(tfds.builder(name, data_dir=data_dir).info.splits[split].num_examples)
 
 
-def _transform_and_batch(ds, training: bool, batch_size: int, image_size: int, eval_resize: int,
-                         seed: int, shuffle_buffer: int, skip_batches: int, crop_area_min: float,
-                         flip: bool) -> tf.data.Dataset:
+def _transform_and_batch(ds, p: PipelineConfig) -> tf.data.Dataset:
     """(encoded JPEG, label) pairs -> shuffled, augmented or eval-cropped, batched."""
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    if p.training:
+        ds = ds.shuffle(p.shuffle_buffer, seed=p.seed, reshuffle_each_iteration=False)
         # Each example's augmentation seed is (seed, its position in the epoch): the epoch is
         # reproducible, and a resumed run skips what it trained on before decoding anything.
         ds = ds.enumerate()
-        if skip_batches:
-            ds = ds.skip(skip_batches * batch_size)
+        if p.skip_batches:
+            ds = ds.skip(p.skip_batches * p.batch_size)
         ds = ds.map(lambda i, example: (
-            train_image(example[0], image_size, crop_area_min, flip,
-                        seed=tf.stack([tf.constant(seed, tf.int64), i])), example[1]),
+            train_image(example[0], p.image_size, p.crop_area_min, p.flip,
+                        seed=tf.stack([tf.constant(p.seed, tf.int64), i])), example[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = ds.map(lambda e, y: (eval_image(e, image_size, eval_resize), y),
+        # THE eval transform: the exported serving_bytes signature runs the same function.
+        ds = ds.map(lambda e, y: (eval_crop(decode_rgb(e), p.eval_transform), y),
                     num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=training)
+    ds = ds.batch(p.batch_size, drop_remainder=p.training)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split_record_count(data_dir: str, split: str, files: list[str]) -> int:
+    """Records in a split: from the ``record_counts.json`` written with the shards, else counted.
+
+    Counting reads every record (ImageNet's train split: ~140 GB); ``--train_records`` or the
+    counts file avoid it.
+    """
+    counts = read_record_counts(data_dir)
+    if split in counts:
+        return counts[split]
+    log.info("counting the %s records of %d files (no %s in %s; --train_records skips this)",
+             split, len(files), RECORD_COUNTS_FILE, data_dir)
+    return count_records(files)
+
+
+def read_record_counts(data_dir: str) -> dict[str, int]:
+    path = os.path.join(data_dir, RECORD_COUNTS_FILE)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        return {k: int(v) for k, v in json.load(f).items()}
 
 
 def count_records(files: list[str]) -> int:

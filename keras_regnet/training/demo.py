@@ -13,8 +13,11 @@ import numpy as np
 DEMO_CLASSES = [str(d) for d in range(10)]
 
 
-def prepare(directory: str, size: int = 32, seed: int = 0) -> str:
-    """Writes the demo shards into ``directory`` once; returns it."""
+def prepare(directory: str, size: int | tuple[int, int] = 32, seed: int = 0) -> str:
+    """Writes the demo shards into ``directory`` once; returns it.
+
+    ``size`` is the images' side, or ``(height, width)``.
+    """
     marker = os.path.join(directory, "labels.txt")
     if os.path.exists(marker):
         return directory
@@ -28,7 +31,8 @@ def prepare(directory: str, size: int = 32, seed: int = 0) -> str:
 
     digits = load_digits()
     images = digits.images[..., None].astype("float32") * (255.0 / 16.0)
-    images = tf.image.resize(images, (size, size), method="bilinear").numpy()
+    images = tf.image.resize(images, (size, size) if isinstance(size, int) else size,
+                             method="bilinear").numpy()
     images = np.repeat(np.clip(images, 0, 255).astype("uint8"), 3, axis=-1)
     order = np.random.default_rng(seed).permutation(len(images))
     split = int(0.8 * len(images))

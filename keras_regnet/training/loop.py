@@ -1,7 +1,10 @@
 """The training loop: a custom loop over ``strategy.run`` that works for every strategy.
 
 Keras's ``model.fit`` fails under MultiWorkerMirroredStrategy with Keras 3, so training runs a
-plain ``tf.function`` step through ``strategy.run``. The loop checkpoints during the epoch and
+plain ``tf.function`` step through ``strategy.run``. In parts: :func:`setup` (strategy, data,
+model, optimizer from :func:`make_optimizer`, checkpoint), :func:`train_epoch`,
+:func:`evaluate` (distributed like training) and :func:`finish` (metrics, weights, export);
+:func:`run` strings them together. The loop checkpoints during the epoch and
 resumes exactly (same total steps, same data order and crops), stops on a non-finite loss naming the
 step, logs to TensorBoard, evaluates top-1/top-5 and exports.
 """
@@ -9,27 +12,28 @@ step, logs to TensorBoard, evaluates top-1/top-5 and exports.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
 import os
 import time
+from typing import Any, Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_regnet.applications import RegNet
 from keras_regnet.files import atomic_path
-from keras_regnet.model import RegNet, load_weights_into
 from keras_regnet.training import data as data_lib
 from keras_regnet.training.config import Recipe, TrainConfig
 from keras_regnet.training.config import recipe as get_recipe
 from keras_regnet.training.distribute import make_strategy
 from keras_regnet.training.optim import TorchSGD
-from keras_regnet.weights import EvalTransform, save_keras_weights
+from keras_regnet.weights import load_weights, save_keras_weights
 
 log = logging.getLogger(__name__)
-IMAGENET_TRAIN_RECORDS = 1_281_167
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -54,7 +58,7 @@ def build_model(config: TrainConfig, spec=None) -> keras.Model:
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))(x)
     model = keras.Model(backbone.input, logits, name=backbone.name)
     if keep_head:
-        load_weights_into(model, weights, None if spec else config.model)
+        load_weights(model, weights, None if spec else config.model)
     freeze(model, config.freeze_stages)
     return model
 
@@ -68,18 +72,20 @@ def freeze(model: keras.Model, stages: int) -> None:
             layer.trainable = False
 
 
-def _steps_per_epoch(config: TrainConfig, files: list[str], global_batch: int) -> int:
+def steps_per_epoch(config: TrainConfig, files: list[str]) -> int:
+    """--steps_per_epoch, else one pass over the training records (their count comes from
+    --train_records, the TFDS metadata, the shards' record_counts.json, or counting)."""
     if config.steps_per_epoch:
         return config.steps_per_epoch
-    if config.tfds_name:
+    if config.train_records:
+        records = config.train_records
+    elif config.tfds_name:
         records = data_lib.tfds_split_size(config.tfds_name, config.data_dir, "train")
-    elif len(files) == 1024 and files[0].endswith("-of-01024"):
-        records = IMAGENET_TRAIN_RECORDS  # counting 1.28M records would read 140 GB
     else:
-        records = data_lib.count_records(files)
-    steps = records // global_batch
+        records = data_lib.split_record_count(config.data_dir, "train", files)
+    steps = records // config.batch_size
     if steps < 1:
-        raise ValueError(f"--batch_size {global_batch} is larger than the {records} training images.")
+        raise ValueError(f"--batch_size {config.batch_size} is larger than the {records} training images.")
     return steps
 
 
@@ -102,14 +108,57 @@ def _is_chief(strategy) -> bool:
         and "chief" not in resolver.cluster_spec().as_dict())
 
 
-def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True, spec=None,
-        export: bool = True) -> dict:
-    """Trains, evaluates and exports; returns the metrics written to ``metrics.json``.
+def make_optimizer(recipe: Recipe, precision: str) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer (learning rate set per epoch), loss-scaled for float16."""
+    ema = dict(use_ema=True, ema_momentum=recipe.ema_decay) if recipe.ema_decay else {}
+    if recipe.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=0.0, weight_decay=recipe.weight_decay, **ema)
+    else:
+        optimizer = TorchSGD(learning_rate=0.0, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                             **ema)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
-    ``spec`` trains a design-space point instead of ``config.model``; ``export=False`` skips
-    the SavedModel (sweeps).
-    """
-    recipe = config.tuned(recipe or get_recipe(config.recipe))
+
+def set_learning_rate(optimizer, lr: float) -> None:
+    (optimizer.inner_optimizer if hasattr(optimizer, "inner_optimizer") else optimizer).learning_rate = lr
+
+
+@dataclasses.dataclass
+class Session:
+    """What a run holds while it trains: strategy, model, optimizer, checkpoints, data."""
+
+    config: TrainConfig
+    recipe: Recipe
+    strategy: tf.distribute.Strategy
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    step: tf.Variable
+    manager: tf.train.CheckpointManager
+    train_files: list[str]
+    val_files: list[str]
+    label_offset: int
+    steps_per_epoch: int
+    chief: bool
+    out_dir: str
+    writer: Any = None  # TensorBoard summary writer (chief only)
+
+    def pipeline(self, training: bool, ctx: tf.distribute.InputContext, **changes):
+        return self.config.pipeline(
+            training, ctx.get_per_replica_batch_size(self.config.batch_size),
+            label_offset=self.label_offset, num_shards=ctx.num_input_pipelines,
+            shard_index=ctx.input_pipeline_id, **changes)
+
+    def dataset(self, split: str, pipeline) -> tf.data.Dataset:
+        """The TFRecord or TFDS pipeline of a split."""
+        if self.config.tfds_name:
+            return data_lib.make_tfds_dataset(self.config.tfds_name, self.config.data_dir, split, pipeline)
+        return data_lib.make_dataset(self.train_files if split == "train" else self.val_files, pipeline)
+
+
+def setup(config: TrainConfig, recipe: Recipe, spec=None) -> Session:
+    """Strategy, data files, model, optimizer; restores the latest checkpoint if there is one."""
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
     keras.utils.set_random_seed(config.seed)  # same initial weights for the same --seed
     chief = _is_chief(strategy)
@@ -126,28 +175,27 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
         if offset is None:
             offset = data_lib.detect_label_offset(val_files, config.num_classes)
             log.info("label offset detected: %d", offset)
-    global_batch = config.batch_size
-    steps_per_epoch = _steps_per_epoch(config, train_files, global_batch)
 
     with _precision(config.precision), strategy.scope():
         model = build_model(config, spec)
-        ema = dict(use_ema=True, ema_momentum=recipe.ema_decay) if recipe.ema_decay else {}
-        if recipe.optimizer == "adamw":
-            optimizer = keras.optimizers.AdamW(learning_rate=0.0, weight_decay=recipe.weight_decay, **ema)
-        else:
-            optimizer = TorchSGD(learning_rate=0.0, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                                 **ema)
-        if config.precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer = make_optimizer(recipe, config.precision)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=2)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
         log.info("resumed from %s at step %d", manager.latest_checkpoint, int(step.numpy()))
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs")) if chief else None
+    return Session(config, recipe, strategy, model, optimizer, step, manager, train_files, val_files,
+                   offset, steps_per_epoch(config, train_files), chief, out_dir, writer)
 
+
+def make_train_step(s: Session) -> Callable:
+    """One global step as a ``tf.function``: returns (cross-entropy, L2 penalty), summed over
+    the replicas."""
+    recipe, model, optimizer = s.recipe, s.model, s.optimizer
+    global_batch = s.config.batch_size
     l2 = recipe.weight_decay if recipe.optimizer == "sgd" else 0.0
     trainable = model.trainable_variables
 
@@ -176,87 +224,92 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
 
     @tf.function
     def train_step(iterator):
-        """One global step; returns (cross-entropy, L2 penalty) summed over the replicas."""
         images, labels = next(iterator)
-        losses = strategy.run(step_fn, args=(images, labels))
-        return strategy.reduce("SUM", losses, axis=None)
+        losses = s.strategy.run(step_fn, args=(images, labels))
+        return s.strategy.reduce("SUM", losses, axis=None)
 
-    writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs")) if chief else None
-    start_step = int(step.numpy())
-    start_time, images_seen = time.perf_counter(), 0
-    for epoch in range(start_step // steps_per_epoch, config.epochs):
-        done_in_epoch = int(step.numpy()) - epoch * steps_per_epoch
-        lr = recipe.learning_rate(epoch, config.epochs, global_batch)
-        (optimizer.inner_optimizer if hasattr(optimizer, "inner_optimizer") else optimizer).learning_rate = lr
+    return train_step
 
-        def dataset_fn(ctx, epoch=epoch, skip=done_in_epoch):
-            ds = _dataset(config, train_files, offset, "train", training=True,
-                          batch_size=ctx.get_per_replica_batch_size(global_batch),
-                          seed=config.seed + epoch, shuffle_buffer=config.shuffle_buffer,
-                          num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id,
-                          skip_batches=skip, crop_area_min=config.crop_area_min, flip=config.flip)
-            return augment_batches(ds, recipe, config.num_classes).repeat()
 
-        iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-        # "loss" is shown as this epoch's mean cross-entropy so far: Keras's Progbar would show the
-        # last step's value alone on the epoch's final line.
-        progbar = keras.utils.Progbar(steps_per_epoch, verbose=1 if (verbose and chief) else 0,
-                                      stateful_metrics=["loss"])
-        loss_sum, loss_count = 0.0, 0
-        if verbose and chief:
-            print(f"epoch {epoch + 1}/{config.epochs}  lr {lr:.5f}")
-        progbar.update(done_in_epoch)
-        for _ in range(done_in_epoch, steps_per_epoch):
-            try:
-                loss, penalty = (float(x) for x in train_step(iterator))
-            except tf.errors.DataLossError as err:
-                bad = data_lib.find_corrupt_file(train_files) if train_files else None
-                raise ValueError(f"Corrupt training shard {bad or '(unknown)'}: {err.message}") from err
-            current = int(step.assign_add(1).numpy())
-            images_seen += global_batch
-            if not (math.isfinite(loss) and math.isfinite(penalty)):
-                raise NonFiniteLossError(
-                    f"Loss became {loss} (L2 penalty {penalty}) at step {current} (epoch {epoch + 1}); "
-                    f"stopped. Lower --learning_rate or the batch size, or check the data; the last "
-                    f"good checkpoint is in {manager.directory}.")
-            loss_sum, loss_count = loss_sum + loss, loss_count + 1
-            progbar.update(current - epoch * steps_per_epoch, [("loss", loss_sum / loss_count)])
-            if writer is not None:
-                with writer.as_default(step=current):
-                    tf.summary.scalar("train/loss", loss)
-                    tf.summary.scalar("train/l2_penalty", penalty)
-                    tf.summary.scalar("train/learning_rate", lr)
-            if current % config.checkpoint_every == 0:
-                manager.save(checkpoint_number=current)
-        manager.save(checkpoint_number=int(step.numpy()))
+def train_epoch(s: Session, epoch: int, train_step: Callable, verbose: bool) -> int:
+    """Trains one epoch (the rest of it, when resumed); returns the images trained on."""
+    config = s.config
+    done_in_epoch = int(s.step.numpy()) - epoch * s.steps_per_epoch
+    lr = s.recipe.learning_rate(epoch, config.epochs, config.batch_size)
+    set_learning_rate(s.optimizer, lr)
+
+    def dataset_fn(ctx):
+        pipeline = s.pipeline(True, ctx, seed=config.seed + epoch, skip_batches=done_in_epoch)
+        return augment_batches(s.dataset("train", pipeline), s.recipe, config.num_classes).repeat()
+
+    iterator = iter(s.strategy.distribute_datasets_from_function(dataset_fn))
+    show = verbose and s.chief
+    # "loss" is shown as this epoch's mean cross-entropy so far: Keras's Progbar would show the
+    # last step's value alone on the epoch's final line.
+    progbar = keras.utils.Progbar(s.steps_per_epoch, verbose=1 if show else 0, stateful_metrics=["loss"])
+    if show:
+        print(f"epoch {epoch + 1}/{config.epochs}  lr {lr:.5f}")
+    progbar.update(done_in_epoch)
+    loss_sum, images = 0.0, 0
+    for count in range(1, s.steps_per_epoch - done_in_epoch + 1):
+        try:
+            loss, penalty = (float(x) for x in train_step(iterator))
+        except tf.errors.DataLossError as err:
+            bad = data_lib.find_corrupt_file(s.train_files) if s.train_files else None
+            raise ValueError(f"Corrupt training shard {bad or '(unknown)'}: {err.message}") from err
+        current = int(s.step.assign_add(1).numpy())
+        images += config.batch_size
+        if not (math.isfinite(loss) and math.isfinite(penalty)):
+            raise NonFiniteLossError(
+                f"Loss became {loss} (L2 penalty {penalty}) at step {current} (epoch {epoch + 1}); "
+                f"stopped. Lower --learning_rate or the batch size, or check the data; the last "
+                f"good checkpoint is in {s.manager.directory}.")
+        loss_sum += loss
+        progbar.update(current - epoch * s.steps_per_epoch, [("loss", loss_sum / count)])
+        if s.writer is not None:
+            with s.writer.as_default(step=current):
+                tf.summary.scalar("train/loss", loss)
+                tf.summary.scalar("train/l2_penalty", penalty)
+                tf.summary.scalar("train/learning_rate", lr)
+        if current % config.checkpoint_every == 0:
+            s.manager.save(checkpoint_number=current)
+    s.manager.save(checkpoint_number=int(s.step.numpy()))
+    return images
+
+
+def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True, spec=None,
+        export: bool = True) -> dict:
+    """Trains, evaluates and exports; returns the metrics written to ``metrics.json``.
+
+    ``spec`` trains a design-space point instead of ``config.model``; ``export=False`` skips
+    the SavedModel (sweeps).
+    """
+    s = setup(config, config.tuned(recipe or get_recipe(config.recipe)), spec)
+    train_step = make_train_step(s)
+    start_step, start_time, images = int(s.step.numpy()), time.perf_counter(), 0
+    for epoch in range(start_step // s.steps_per_epoch, config.epochs):
+        images += train_epoch(s, epoch, train_step, verbose)
     elapsed = time.perf_counter() - start_time
-    if recipe.ema_decay:
-        optimizer.finalize_variable_values(model.trainable_variables)  # evaluate the EMA weights
+    if s.recipe.ema_decay:
+        s.optimizer.finalize_variable_values(s.model.trainable_variables)  # evaluate the EMA weights
 
-    top1, top5 = evaluate(model, strategy, val_files, config, offset)
-    metrics = {"val_top1": top1, "val_top5": top5, "epochs": config.epochs, "steps": int(step.numpy()),
-               "steps_this_run": int(step.numpy()) - start_step,
-               "images_per_sec": images_seen / elapsed if elapsed > 0 and images_seen else None}
-    if writer is not None:
-        with writer.as_default(step=int(step.numpy())):
+    top1, top5 = evaluate(s)
+    steps = int(s.step.numpy())
+    metrics = {"val_top1": top1, "val_top5": top5, "epochs": config.epochs, "steps": steps,
+               "steps_this_run": steps - start_step,
+               "images_per_sec": images / elapsed if elapsed > 0 and images else None}
+    if s.writer is not None:
+        with s.writer.as_default(step=steps):
             tf.summary.scalar("val/top1", top1)
             tf.summary.scalar("val/top5", top5)
-        writer.flush()
-    if chief:
-        finish(model, config, metrics, export)
+        s.writer.flush()
+    if s.chief:
+        finish(s.model, config, metrics, export)
     else:  # kept so that the replicas can be compared
-        save_keras_weights(model, os.path.join(out_dir, "final.weights.h5"))
-    if verbose and chief:
+        save_keras_weights(s.model, os.path.join(s.out_dir, "final.weights.h5"))
+    if verbose and s.chief:
         print(json.dumps(metrics))
     return metrics
-
-
-def _dataset(config: TrainConfig, files: list[str], offset: int, split: str, **kwargs):
-    """The TFRecord or TFDS pipeline of a split, per the config."""
-    common = dict(image_size=config.image_size, eval_resize=config.eval_resize, **kwargs)
-    if config.tfds_name:
-        return data_lib.make_tfds_dataset(config.tfds_name, config.data_dir, split, **common)
-    return data_lib.make_dataset(files, label_offset=offset, **common)
 
 
 def augment_batches(ds: tf.data.Dataset, recipe: Recipe, num_classes: int) -> tf.data.Dataset:
@@ -285,23 +338,35 @@ def augment_batches(ds: tf.data.Dataset, recipe: Recipe, num_classes: int) -> tf
     return ds
 
 
-def evaluate(model, strategy, files, config: TrainConfig, offset: int) -> tuple[float, float]:
-    """Top-1 / top-5 accuracy (%) over the whole validation split."""
-    ds = _dataset(config, files, offset, "validation", training=False, batch_size=config.batch_size)
-    if config.eval_steps:
-        ds = ds.take(config.eval_steps)
+def evaluate(s: Session) -> tuple[float, float]:
+    """Top-1 / top-5 accuracy (%) over the whole validation split, on every replica.
+
+    Each input pipeline reads its share of the records (every record exactly once); each
+    replica counts its hits and the counts are summed over replicas and workers.
+    """
+    config, strategy, model = s.config, s.strategy, s.model
+    k = min(5, config.num_classes)
+
+    def dataset_fn(ctx):
+        ds = s.dataset("validation", s.pipeline(False, ctx))
+        return ds.take(config.eval_steps) if config.eval_steps else ds
+
+    def replica_counts(images, labels):
+        logits = model(images, training=False)
+        top = tf.math.top_k(logits, k=k).indices
+        hits = tf.cast(tf.equal(top, tf.cast(labels[:, None], top.dtype)), tf.float32)
+        return tf.stack([tf.reduce_sum(hits[:, 0]), tf.reduce_sum(hits),
+                         tf.cast(tf.shape(labels)[0], tf.float32)])
 
     @tf.function
-    def counts(images, labels):
-        logits = model(images, training=False)
-        k = min(5, config.num_classes)
-        top = tf.math.top_k(logits, k=k).indices
-        hits = tf.cast(tf.equal(top, labels[:, None]), tf.float32)
-        return tf.reduce_sum(hits[:, 0]), tf.reduce_sum(hits), tf.cast(tf.shape(labels)[0], tf.float32)
+    def counts(batch):
+        return strategy.reduce("SUM", strategy.run(replica_counts, args=batch), axis=None)
 
     totals = np.zeros(3)
-    for images, labels in ds:
-        totals += np.array([float(t) for t in counts(images, labels)])
+    for batch in strategy.distribute_datasets_from_function(dataset_fn):
+        totals += counts(batch).numpy()
+    if not totals[2]:
+        raise ValueError("The validation split is empty: nothing to evaluate.")
     return 100 * totals[0] / totals[2], 100 * totals[1] / totals[2]
 
 
@@ -321,7 +386,7 @@ def finish(model: keras.Model, config: TrainConfig, metrics: dict, export: bool 
     class_names = config_class_names(config)
     export_saved_model(probabilities, export_dir, version, model_name=config.model.lower(),
                        class_names=class_names,
-                       transform=EvalTransform(config.eval_resize, config.image_size))
+                       transform=config.eval_transform)
 
 
 def config_class_names(config: TrainConfig) -> list[str] | None:

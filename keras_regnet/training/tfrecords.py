@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import random
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_regnet.files import atomic_path
+from keras_regnet.training.data import RECORD_COUNTS_FILE, read_record_counts
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
@@ -73,7 +75,16 @@ def write_split(items: Sequence[tuple[bytes | str, int, str, str]], output_dir: 
         paths = list(pool.map(write, range(num_shards)))
     if progress:
         print(file=sys.stderr)
+    write_record_count(output_dir, split, len(items))
     return paths
+
+
+def write_record_count(output_dir: str, split: str, count: int) -> None:
+    """Records the split's size beside the shards, so the trainer need not count them."""
+    counts = read_record_counts(output_dir) | {split: count}
+    path = os.path.join(output_dir, RECORD_COUNTS_FILE)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(counts, f, indent=1, sort_keys=True)
 
 
 def folder_items(root: str, classes: Sequence[str], label_base: int, seed: int | None) -> list:

@@ -1,0 +1,143 @@
+"""ImageNet constants, input normalisation, class names, and THE eval transform.
+
+The eval transform (decode, resize the short side, center-crop) is one function,
+:func:`eval_crop`, used by the trainer's evaluation and by the exported ``serving_bytes``
+signature alike: the top-1 the trainer reports is the top-1 of the model it exports, image for
+image.
+
+It is computed as ONE antialiased ``scale_and_translate`` straight into the crop: exactly
+"resize the short side to ``resize`` (antialiased), then take the center ``crop``", but without
+materialising the resized image, so an extreme aspect ratio (a 1x3000 strip) costs no more than
+the crop itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+
+import keras
+import numpy as np
+
+# ImageNet statistics of RGB images scaled to [0, 1] (what the reference weights expect).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bilinear", "bicubic")
+# tf.image.resize(..., antialias=True) uses these scale_and_translate kernels.
+_KERNELS = {"bilinear": "triangle", "bicubic": "keyscubic"}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTransform:
+    """How images are evaluated: resize the short side to ``resize``, center-crop ``crop``.
+
+    Example:
+        >>> EvalTransform(256, 224)
+        EvalTransform(resize=256, crop=224, interpolation='bilinear')
+    """
+
+    resize: int = 256
+    crop: int = 224
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}.")
+        if not 0 < self.crop <= self.resize:
+            raise ValueError(f"need 0 < crop <= resize, got crop={self.crop}, resize={self.resize}.")
+
+    @classmethod
+    def for_size(cls, crop: int) -> EvalTransform:
+        """The pycls ratio (256 -> 224) at another crop size: resize = round(crop * 256 / 224)."""
+        return cls(int(round(crop * 256 / 224)), crop)
+
+
+def decode_rgb(encoded):
+    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 ``[height, width, 3]`` (TensorFlow)."""
+    import tensorflow as tf
+
+    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
+def eval_crop(image, transform: EvalTransform):
+    """One image ``[height, width, 3]`` (any dtype, [0, 255]) -> float32 ``[crop, crop, 3]``.
+
+    Equal to ``tf.image.resize(image, short side -> resize, antialias=True)`` followed by the
+    center crop, computed for the crop's pixels only.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> eval_crop(tf.zeros([300, 500, 3], tf.uint8), EvalTransform(256, 224)).shape
+        TensorShape([224, 224, 3])
+    """
+    import tensorflow as tf
+
+    image = tf.cast(image, tf.float32)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    size = tf.round(shape * (transform.resize / tf.reduce_min(shape)))  # the resized image's size
+    offset = tf.cast((tf.cast(size, tf.int32) - transform.crop) // 2, tf.float32)  # crop's top-left
+    out = tf.raw_ops.ScaleAndTranslate(
+        images=image[None], size=tf.constant([transform.crop, transform.crop], tf.int32),
+        scale=size / shape, translation=-offset, kernel_type=_KERNELS[transform.interpolation],
+        antialias=True)[0]
+    return tf.clip_by_value(out, 0.0, 255.0)  # bicubic overshoots
+
+
+def preprocess_input(x, data_format: str | None = None):
+    """Normalises RGB images in [0, 255] with the ImageNet mean/std.
+
+    For models built with ``include_preprocessing=False``; models built with the default
+    ``True`` do this themselves, so do not apply it twice.
+
+    Example:
+        >>> [round(float(v), 3) for v in preprocess_input(np.full((1, 2, 2, 3), 255.0))[0, 0, 0]]
+        [2.249, 2.429, 2.64]
+    """
+    data_format = data_format or keras.config.image_data_format()
+    shape = (1, 1, 3) if data_format == "channels_last" else (3, 1, 1)
+    mean = np.reshape(np.array(IMAGENET_MEAN, "float32") * 255.0, shape)
+    std = np.reshape(np.array(IMAGENET_STD, "float32") * 255.0, shape)
+    if isinstance(x, np.ndarray):
+        return (x.astype("float32") - mean) / std
+    x = keras.ops.cast(x, "float32")
+    return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_classes() -> list[tuple[str, str]]:
+    """The 1000 ImageNet-1k classes as ``(wordnet_id, name)``, index = 0-based class id.
+
+    Example:
+        >>> imagenet_classes()[1]
+        ('n01443537', 'goldfish')
+    """
+    path = os.path.join(os.path.dirname(__file__), "data", "imagenet_classes.json")
+    with open(path, encoding="utf-8") as f:
+        return [(wnid, name) for wnid, name, _ in json.load(f)]
+
+
+def decode_predictions(preds, top: int = 5) -> list[list[tuple[str, str, float]]]:
+    """Turns a batch of 1000-way predictions into ``(wordnet_id, name, score)`` lists.
+
+    Classes are 0-based (TFDS order = sorted WordNet ids); the class index ships with the
+    package, nothing is downloaded.
+
+    Example:
+        >>> p = np.zeros((1, 1000)); p[0, 1] = 1.0
+        >>> decode_predictions(p, top=1)
+        [[('n01443537', 'goldfish', 1.0)]]
+    """
+    preds = keras.ops.convert_to_numpy(preds)
+    if preds.ndim != 2 or preds.shape[1] != 1000:
+        raise ValueError(
+            f"decode_predictions expects a batch of 1000-class predictions, shape (samples, "
+            f"1000); got {preds.shape}."
+        )
+    classes = imagenet_classes()
+    results = []
+    for row in preds:
+        best = np.argsort(row)[::-1][:top]
+        results.append([(*classes[i], float(row[i])) for i in best])
+    return results

@@ -1,0 +1,99 @@
+"""The trainer's command line: ``training/train.py`` and ``keras-regnet train`` both run it.
+
+Its flags are generated from :class:`~keras_regnet.training.config.TrainConfig`'s fields (type,
+default, help and choices), so the command line and the library cannot drift apart. Without
+``--data_dir`` / ``--tfds_name`` it trains on the embedded digits demo, whose defaults
+(:data:`~keras_regnet.training.config.DEMO_DEFAULTS`) each flag's help names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+import typing
+
+from absl import app, flags, logging
+
+from keras_regnet.training.config import DEMO_DEFAULTS, TrainConfig
+
+FLAGS = flags.FLAGS
+_DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string,
+           bool: flags.DEFINE_bool}
+
+
+def _flag_type(field: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(TrainConfig)[field.name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))  # X | None -> X
+    return hint
+
+
+def _help(field: dataclasses.Field) -> str:
+    text = field.metadata["help"]
+    if field.default is not None:
+        text += f" (default {field.default!r}"
+        text += f"; demo {DEMO_DEFAULTS[field.name]!r})" if field.name in DEMO_DEFAULTS else ")"
+    return text
+
+
+def define_flags() -> None:
+    """One flag per TrainConfig field. Every flag defaults to None, i.e. "not given", so that
+    the demo's defaults and the library's can both apply."""
+    if "model" in FLAGS:
+        return
+    for field in dataclasses.fields(TrainConfig):
+        choices = field.metadata["choices"]
+        if choices:
+            flags.DEFINE_enum(field.name, None, list(choices), _help(field))
+        else:
+            _DEFINE[_flag_type(field)](field.name, None, _help(field))
+    flags.DEFINE_bool("benchmark_input", False, "only measure the input pipeline's images/s")
+    # absl's --help lists the main program's key flags: these are the trainer's.
+    for name in [f.name for f in dataclasses.fields(TrainConfig)] + ["benchmark_input"]:
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+
+
+def is_demo() -> bool:
+    return FLAGS.data_dir is None and FLAGS.tfds_name is None
+
+
+def config_from_flags() -> TrainConfig:
+    """The flags given, over the demo's defaults (no data given) and TrainConfig's."""
+    given = {f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainConfig)
+             if FLAGS[f.name].value is not None}
+    if not is_demo():
+        return TrainConfig(**given)
+    from keras_regnet.training.demo import prepare
+
+    config = DEMO_DEFAULTS | {"model_dir": os.path.join("runs", "demo")} | given
+    return TrainConfig(**config, data_dir=prepare(os.path.join(config["model_dir"], "demo_data")))
+
+
+def main(argv: list[str]) -> int:
+    logging.set_verbosity(logging.INFO)  # the trainer's own progress lines (strategy, resume)
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag.")
+    replicas = FLAGS.cpu_replicas if FLAGS.cpu_replicas is not None else (
+        DEMO_DEFAULTS["cpu_replicas"] if is_demo() else 0)
+    if replicas > 1 and (FLAGS.strategy or "mirrored") in ("mirrored", "multi_worker"):
+        from keras_regnet.training.distribute import split_cpu
+
+        split_cpu(replicas)  # before the demo data writer starts TensorFlow's devices
+    config = config_from_flags()
+    if FLAGS.benchmark_input:
+        from keras_regnet.training.benchmark import benchmark_input
+
+        benchmark_input(config)
+        return 0
+    from keras_regnet.training.loop import run
+
+    run(config)
+    return 0
+
+
+def run_main(argv: list[str] | None = None) -> None:
+    """Parses ``argv`` (default ``sys.argv``) and trains; exits with the run's status."""
+    define_flags()
+    app.run(main, argv=argv if argv is not None else sys.argv)

@@ -1,0 +1,166 @@
+"""The package's structure as a user meets it: one import, no cycle, real builder definitions."""
+
+from __future__ import annotations
+
+import ast
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import keras_regnet
+from keras_regnet.variants import VARIANTS
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "keras_regnet"
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package_imports(path: pathlib.Path, modules: set[str]) -> set[str]:
+    """The keras_regnet modules a file imports, at any level (inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # "from keras_regnet import weights" imports the submodule keras_regnet.weights.
+            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules
+                     else node.module for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name in modules)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: _package_imports(path, set(files)) for name, path in files.items()}
+
+
+def test_no_import_cycle_inside_the_package():
+    graph = import_graph()
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_no_module_imports_the_package_root():
+    # A submodule that imports `keras_regnet` itself would re-enter its __init__ (a cycle).
+    offenders = [name for name, deps in import_graph().items()
+                 if name != "keras_regnet" and "keras_regnet" in deps]
+    assert offenders == []
+
+
+def test_the_cycle_check_can_fail(monkeypatch, tmp_path):
+    # Guard against a vacuous check: two modules that import each other are reported.
+    graph = {"a": {"b"}, "b": {"a"}}
+    monkeypatch.setattr(sys.modules[__name__], "import_graph", lambda: graph)
+    with pytest.raises(AssertionError, match="import cycle: a -> b -> a"):
+        test_no_import_cycle_inside_the_package()
+
+
+def test_architecture_loads_no_weights():
+    deps = import_graph()
+    below = {"keras_regnet.model", "keras_regnet.layers", "keras_regnet.design.spec"}
+    for module in below:
+        assert not deps[module] & {"keras_regnet.weights", "keras_regnet.conversion",
+                                   "keras_regnet.downloads", "keras_regnet.applications"}, module
+
+
+def test_torch_side_is_used_only_by_verification_and_tests():
+    users = {name for name, deps in import_graph().items() if "keras_regnet.verify" in deps}
+    assert users <= {"keras_regnet.cli"}  # `convert --verify`
+
+
+def test_benchmarks_import_nothing_from_tests():
+    for path in (ROOT / "benchmarks").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "tests" not in text.replace("# tests", ""), f"{path.name} reaches into tests/"
+
+
+def _fresh(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, **env), cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def saved_model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("saved") / "m.keras"
+    out = _fresh(f"""
+        import keras_regnet
+        keras_regnet.RegNetY002(weights=None, input_shape=(64, 64, 3)).save({str(path)!r})
+        """)
+    assert out.returncode == 0, out.stderr
+    return path
+
+
+@pytest.mark.parametrize("imports", ["import keras, keras_regnet", "import keras_regnet, keras"])
+def test_saved_model_loads_in_a_fresh_process_after_import_keras_regnet(saved_model_file, imports):
+    out = _fresh(f"""
+        {imports}
+        import numpy as np
+        model = keras.saving.load_model({str(saved_model_file)!r})
+        print(model(np.zeros((1, 64, 64, 3), "float32")).shape)
+        """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(1, 1000)"
+
+
+def test_a_saved_model_needs_keras_regnet_imported(saved_model_file):
+    # The round trip above is not vacuous: without our layers registered, Keras cannot load it.
+    out = _fresh(f"""
+        import keras
+        keras.saving.load_model({str(saved_model_file)!r})
+        """)
+    assert out.returncode != 0 and "FusedBatchNorm" in out.stderr
+
+
+def test_submodules_are_attributes_after_a_plain_import():
+    out = _fresh("""
+        import keras_regnet
+        for name in ("conversion", "export", "weights", "layers", "weight_table", "preprocessing",
+                     "design", "variants"):
+            getattr(keras_regnet, name)
+        print(keras_regnet.RegNetY032.__module__, keras_regnet.RegNetY032.__name__)
+        """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["keras_regnet.applications", "RegNetY032"]
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_builder_is_a_definition_in_applications(name):
+    source = (PACKAGE / "applications.py").read_text(encoding="utf-8")
+    assert f'\n{name} = _named_builder(RegNet, "{name}")\n' in source
+    builder = getattr(keras_regnet, name)
+    assert builder.__name__ == name and VARIANTS[name].paper_name in builder.__doc__
+
+
+def test_builder_keywords_are_regnets_with_imagenet_weights():
+    import inspect
+
+    builder = inspect.signature(keras_regnet.RegNetX002).parameters
+    regnet = inspect.signature(keras_regnet.RegNet).parameters
+    assert list(builder) == list(regnet)[1:]
+    assert builder["weights"].default == "imagenet" and regnet["weights"].default is None
+    with pytest.raises(TypeError, match="unexpected keyword argument 'wieghts'"):
+        keras_regnet.RegNetX002(wieghts=None)
+    model = keras_regnet.RegNetX002(False, True, None, pooling="avg")  # positional, like keras.applications
+    assert model.output_shape == (None, 368)
