@@ -61,23 +61,39 @@ def _info(args: argparse.Namespace) -> int:
     return 0 if built == cx["params"] else 1
 
 
+class _VerificationFailed(Exception):
+    pass
+
+
 def _convert(args: argparse.Namespace) -> int:
     import numpy as np
 
     from keras_regnet import conversion, verify
+    from keras_regnet.files import atomic_path
     from keras_regnet.weights import convert_state_dict
 
+    if not args.output.endswith(".weights.h5"):
+        raise ValueError(f"--output must end with .weights.h5 (Keras's weights format), got {args.output!r}.")
     state = conversion.read_checkpoint(args.checkpoint)  # read once for conversion and check
-    output = convert_state_dict(state, args.model, args.output, source=args.source)
-    print(f"wrote {output}")
-    if not args.verify:
-        return 0
-    images = np.random.default_rng(0).uniform(0, 255, (4, 224, 224, 3)).astype("float32")
-    diff = verify.verify_state_dict(state, args.model, args.source, output, images)
-    ok = diff <= args.tolerance
-    print(f"verify: max |logits difference| against {args.source} = {diff:.3g} on 4 random "
-          f"224x224 images ({'OK' if ok else 'FAILED'}, tolerance {args.tolerance:g})")
-    return 0 if ok else 1
+    # The reference is built first: a missing library fails before anything is written.
+    reference = verify.build_reference(args.model, args.source) if args.verify else None
+    try:
+        # The output appears only when converted (and verified): never a file that failed.
+        with atomic_path(args.output, suffix=".weights.h5") as tmp:
+            convert_state_dict(state, args.model, tmp, source=args.source)
+            if reference is not None:
+                images = np.random.default_rng(0).uniform(0, 255, (4, 224, 224, 3)).astype("float32")
+                diff = verify.verify_state_dict(reference, state, args.model, args.source, tmp, images)
+                ok = diff <= args.tolerance
+                print(f"verify: max |logits difference| against {args.source} = {diff:.3g} on 4 "
+                      f"random 224x224 images ({'OK' if ok else 'FAILED'}, tolerance {args.tolerance:g})")
+                if not ok:
+                    raise _VerificationFailed
+    except _VerificationFailed:
+        print(f"keras-regnet: not written: {args.output} (verification failed)", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output}")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -98,7 +114,8 @@ def _export(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         path = export.export_saved_model(model, args.output, args.version,
                                          model_name=args.name or name.lower(), transform=transform,
-                                         top_k=args.top_k, overwrite=args.overwrite)
+                                         top_k=args.top_k, overwrite=args.overwrite,
+                                         max_pixels=args.max_pixels)
         print(f"wrote SavedModel {path} in {time.perf_counter() - start:.1f} s (signatures "
               f"{export.SIGNATURE_IMAGES}, {export.SIGNATURE_BYTES}; eval transform resize "
               f"{transform.resize}, crop {transform.crop}, {transform.interpolation})")
@@ -136,7 +153,7 @@ def _sweep(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     # The choices come from the library's constants, never restated here.
     from keras_regnet.design.sampling import SPACES
-    from keras_regnet.export import FORMATS, QUANTIZATIONS
+    from keras_regnet.export import DEFAULT_MAX_PIXELS, FORMATS, QUANTIZATIONS
     from keras_regnet.references import SOURCES
 
     parser = argparse.ArgumentParser(prog="keras-regnet", description="RegNet for Keras 3.")
@@ -167,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="TFLite only")
     exp.add_argument("--top_k", type=int, default=5)
     exp.add_argument("--name", help="served model name used in the warmup requests")
+    exp.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                     help="largest image (height x width) a request may carry (SavedModel)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing version/file")
     exp.set_defaults(func=_export)
     sweep = sub.add_parser("sweep", help="design-space sweeps: sample, train, analyze")
@@ -203,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as err:
+    except (ValueError, OSError, ImportError) as err:  # the user's input, files, network, extras
         print(f"keras-regnet: error: {err}", file=sys.stderr)
         return 2
 

@@ -156,7 +156,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         except ImportError as err:
             raise ImportError("Reading .safetensors needs the safetensors package: "
                               "pip install safetensors") from err
-        return load_file(path)
+        try:
+            state = load_file(path)
+        except Exception as err:  # safetensors raises its own error types for every defect
+            raise _unreadable(path, "a .safetensors file", err) from err
+        return _checked_state(state, path)
     try:
         import torch
     except ImportError as err:
@@ -164,15 +168,37 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
                           f"(or use the .safetensors weights, which need no torch).") from err
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError and others for unsafe pickles
-        raise ValueError(
-            f"Refusing to load {path}: it is not a plain weights file that torch.load("
-            f"weights_only=True) accepts (it may try to run code). {err}") from err
+    except Exception as err:
+        if "weights_only" in str(err) or "Weights only load failed" in str(err):
+            raise WeightsFileError(
+                f"Refusing to load {path}: it is not a plain weights file that torch.load("
+                f"weights_only=True) accepts (it may try to run code).") from err
+        raise _unreadable(path, "a PyTorch checkpoint", err) from err
     for wrapper in ("model_state", "state_dict", "model"):
         if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
             break
-    return to_numpy(obj)
+    if not isinstance(obj, dict):
+        raise WeightsFileError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors.")
+    return _checked_state(to_numpy(obj), path)
+
+
+class WeightsFileError(ValueError):
+    """A weights or checkpoint file that cannot be read; the message names it."""
+
+
+def _unreadable(path: str, kind: str, err: Exception) -> WeightsFileError:
+    size = os.path.getsize(path)
+    what = "it is empty" if size == 0 else f"{size:,} bytes, truncated or not {kind}"
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return WeightsFileError(f"{path} is not readable as {kind} ({what}: {first}). Download or "
+                            f"convert it again.")
+
+
+def _checked_state(state: dict, path: str) -> dict:
+    if not state:
+        raise WeightsFileError(f"{path} holds no tensors.")
+    return state
 
 
 def load_state_dict_file(model, path: str | os.PathLike, source: str | None = None) -> None:

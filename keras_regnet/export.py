@@ -34,11 +34,12 @@ SIGNATURE_BYTES = "serving_bytes"
 LABELS_FILE = "labels.txt"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 FORMATS = ("saved_model", "tflite")
+DEFAULT_MAX_PIXELS = 40_000_000  # a 40 MP photo decodes to 120 MB; the crop costs far less
 QUANTIZATIONS = ("none", "dynamic")
 
 
 def _serving_module(model, class_names: Sequence[str], transform: EvalTransform, top_k: int,
-                    labels_path: str):
+                    labels_path: str, max_pixels: int):
     import tensorflow as tf
 
     classes = int(model.output_shape[-1])
@@ -50,14 +51,19 @@ def _serving_module(model, class_names: Sequence[str], transform: EvalTransform,
     crop = transform.crop
 
     def predict(images):
+        tf.debugging.assert_less_equal(
+            tf.cast(tf.shape(images)[1], tf.int64) * tf.cast(tf.shape(images)[2], tf.int64),
+            tf.constant(max_pixels, tf.int64),
+            message=f"images too large: this model accepts at most {max_pixels:,} pixels per image")
         probabilities = tf.cast(model(images, training=False), tf.float32)
         scores, indices = tf.math.top_k(probabilities, k=k)
         return {"probabilities": probabilities, "scores": scores,
                 "classes": tf.cast(indices, tf.int64), "class_names": tf.gather(names, indices)}
 
     def decode(encoded):
-        # THE eval transform, the one the trainer evaluates with.
-        return eval_crop(decode_rgb(encoded), transform)
+        # The header's size is checked before decoding; then THE eval transform, the one the
+        # trainer evaluates with, computed for the crop's pixels only.
+        return eval_crop(decode_rgb(encoded, max_pixels), transform)
 
     module = tf.Module()
     # Track the backend tf.Variables themselves: restoring through the Keras wrappers alone
@@ -128,7 +134,7 @@ def _publish(staging: str, target: str) -> None:
 def export_saved_model(model, output: str, version: int = 1, *, model_name: str = "regnet",
                        class_names: Sequence[str] | None = None,
                        transform: EvalTransform | None = None, top_k: int = 5,
-                       overwrite: bool = False) -> str:
+                       overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
     """Writes ``output/version/`` as a TF Serving SavedModel with both signatures.
 
     Args:
@@ -143,6 +149,8 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
         transform: the eval transform for ``serving_bytes`` (default resize 256, crop 224).
         top_k: how many top classes the signatures return.
         overwrite: replace an existing version directory.
+        max_pixels: the largest image (height x width) a request may carry; larger ones are
+            refused with INVALID_ARGUMENT before decoding (the size comes from the header).
 
     Returns:
         The version directory.
@@ -155,6 +163,9 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
     import tensorflow as tf
 
     transform = transform or EvalTransform()
+    if not (isinstance(max_pixels, int) and max_pixels >= transform.crop**2):
+        raise ValueError(f"max_pixels must be an integer of at least the crop's "
+                         f"{transform.crop**2:,} pixels, got {max_pixels!r}.")
     target = _version_dir(output, version, overwrite)
     classes = int(model.output_shape[-1])
     if class_names is None:
@@ -168,7 +179,7 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
         labels = os.path.join(staging, LABELS_FILE)
         with open(labels, "w", encoding="utf-8") as f:
             f.write("\n".join(class_names) + "\n")
-        module = _serving_module(model, class_names, transform, top_k, labels)
+        module = _serving_module(model, class_names, transform, top_k, labels, max_pixels)
         saved = os.path.join(staging, "model")
         tf.saved_model.save(module, saved, signatures={
             SIGNATURE_IMAGES: module.serve_images, SIGNATURE_BYTES: module.serve_bytes})

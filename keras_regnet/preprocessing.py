@@ -54,11 +54,76 @@ class EvalTransform:
         return cls(int(round(crop * 256 / 224)), crop)
 
 
-def decode_rgb(encoded):
-    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 ``[height, width, 3]`` (TensorFlow)."""
+def decode_rgb(encoded, max_pixels: int | None = None):
+    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 ``[height, width, 3]`` (TensorFlow).
+
+    With ``max_pixels``, the size is read from the file's header first and a larger image is
+    refused (``InvalidArgumentError`` naming the limit) before anything is decoded: a few
+    hundred bytes of PNG can otherwise claim gigabytes.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> png = tf.io.encode_png(tf.zeros([300, 400, 3], tf.uint8))
+        >>> decode_rgb(png, max_pixels=200_000).shape
+        TensorShape([300, 400, 3])
+    """
     import tensorflow as tf
 
+    if max_pixels is not None:
+        height, width = encoded_image_size(encoded)
+        tf.debugging.assert_less_equal(
+            height * width, tf.constant(max_pixels, tf.int64),
+            message=f"image too large: this model accepts images of at most {max_pixels:,} pixels "
+                    f"(height x width, read from the file's header)")
     return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+
+
+def _bytes_to_int(head, start: int, count: int, big_endian: bool):
+    import tensorflow as tf
+
+    order = range(start, start + count) if big_endian else reversed(range(start, start + count))
+    value = tf.constant(0, tf.int64)
+    for i in order:
+        value = value * 256 + tf.cast(head[i], tf.int64)
+    return value
+
+
+def encoded_image_size(encoded):
+    """(height, width) of an encoded JPEG/PNG/GIF/BMP from its header alone, as int64 tensors.
+
+    Unknown formats give (0, 0): the decoder then refuses them with its own error.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> [int(v) for v in encoded_image_size(tf.io.encode_png(tf.zeros([3, 5, 1], tf.uint8)))]
+        [3, 5]
+    """
+    import tensorflow as tf
+
+    head = tf.io.decode_raw(tf.strings.substr(encoded, 0, 26), tf.uint8)
+    head = tf.pad(head, [[0, 26 - tf.shape(head)[0]]])  # short files read as zeros
+    starts_with = lambda magic: tf.strings.substr(encoded, 0, len(magic)) == magic  # noqa: E731
+
+    def jpeg():
+        shape = tf.io.extract_jpeg_shape(encoded, output_type=tf.int32)
+        return tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64)
+
+    def png():  # IHDR: width, height as big-endian uint32 at bytes 16 and 20
+        return _bytes_to_int(head, 20, 4, True), _bytes_to_int(head, 16, 4, True)
+
+    def gif():  # logical screen: width, height as little-endian uint16 at bytes 6 and 8
+        return _bytes_to_int(head, 8, 2, False), _bytes_to_int(head, 6, 2, False)
+
+    def bmp():  # width, height as little-endian int32 at 18 and 22 (height < 0: top-down)
+        height = _bytes_to_int(head, 22, 4, False)
+        return tf.where(height >= 2**31, 2**32 - height, height), _bytes_to_int(head, 18, 4, False)
+
+    def unknown():
+        return tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+
+    return tf.case([(starts_with(b"\xff\xd8\xff"), jpeg), (starts_with(b"\x89PNG"), png),
+                    (starts_with(b"GIF8"), gif), (starts_with(b"BM"), bmp)],
+                   default=unknown, exclusive=False)
 
 
 def eval_crop(image, transform: EvalTransform):

@@ -9,6 +9,7 @@ which yields different networks for these three sizes.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 from keras_regnet.design.spec import RegNetSpec
 
@@ -80,10 +81,21 @@ def get_variant(name: str) -> Variant:
     for v in _TABLE:
         if v.paper_name.lower() == name.lower() or v.name.lower() == name.lower():
             return v
-    raise ValueError(
-        f"Unknown model {name!r}. Known models: {', '.join(VARIANTS)} "
-        f"(keras_regnet.list_models() lists them)."
-    )
+    raise ValueError(f"Unknown model {name!r}: {_suggestion(name)}(keras_regnet.list_models() "
+                     f"lists all {len(VARIANTS)}).")
+
+
+def _suggestion(name: str) -> str:
+    """``did you mean RegNetX004? `` for the closest names (all of them on a tie), or ''."""
+    scores: dict[str, float] = {}
+    for v in _TABLE:
+        for candidate in (v.name, v.paper_name):
+            ratio = difflib.SequenceMatcher(None, name.lower(), candidate.lower()).ratio()
+            scores[v.name] = max(scores.get(v.name, 0.0), ratio)
+    best = max(scores.values())
+    if best < 0.75:
+        return ""
+    return f"did you mean {' or '.join(n for n, r in scores.items() if r == best)}? "
 
 
 def get_spec(name: str) -> RegNetSpec:

@@ -105,13 +105,12 @@ def max_logit_difference(model, torch_model, source: str, images: np.ndarray) ->
     return float(np.max(np.abs(ours - reference_logits(torch_model, images, source))))
 
 
-def verify_state_dict(state: dict, variant_name: str, source: str, keras_weights: str,
+def verify_state_dict(reference, state: dict, variant_name: str, source: str, keras_weights: str,
                       images: np.ndarray) -> float:
-    """Loads ``state`` STRICTLY into the reference model and ``keras_weights`` into ours;
-    returns the largest logit difference on ``images``."""
+    """Loads ``state`` STRICTLY into the reference model (from :func:`build_reference`) and
+    ``keras_weights`` into ours; returns the largest logit difference on ``images``."""
     import torch
 
-    reference = build_reference(variant_name, source)
     reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
     model = RegNet(variant_name, weights=keras_weights, input_shape=(None, None, 3),
                    classifier_activation=None)

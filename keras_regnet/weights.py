@@ -92,14 +92,27 @@ def fetch_converted(model: str, tag: str = DEFAULT_TAG) -> str:
     errors = []
     for dl in weight_set.downloads:
         try:
-            raw = downloads.download(dl, os.path.join(downloads.cache_dir(), "downloads"))
-        except (ConnectionError, OSError, ValueError) as err:
+            state = _fetch_state_dict(dl)
+        except downloads.DownloadError as err:
             errors.append(str(err))
             continue
-        convert_file(raw, weight_set.model, target, source=dl.source)
+        convert_state_dict(state, weight_set.model, target, source=dl.source)
         return target
-    raise ConnectionError(
-        f"Could not fetch weights {tag!r} for {weight_set.model}:\n  " + "\n  ".join(errors))
+    raise downloads.DownloadError(
+        f"Could not fetch weights {tag!r} for {weight_set.model} from any of its "
+        f"{len(errors)} sources:\n  " + "\n  ".join(errors))
+
+
+def _fetch_state_dict(dl) -> dict:
+    """Downloads (once) and reads a checkpoint. A download enters the cache only if it reads as
+    a checkpoint; a cached file that does not read is an error naming it."""
+    read = {}
+
+    def validate(path: str) -> None:
+        read["state"] = conversion.read_checkpoint(path)
+
+    path = downloads.download(dl, os.path.join(downloads.cache_dir(), "downloads"), validate=validate)
+    return read["state"] if read else conversion.read_checkpoint(path)
 
 
 def convert_file(checkpoint: str, model: str, output: str, source: str | None = None) -> str:
@@ -130,6 +143,13 @@ def load_keras_weights(model, path: str) -> None:
     Keras only warns when parts of a file find no place in the model (and leaves those layers
     as initialised); here that is an error, so no model is ever half loaded.
     """
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        size = os.path.getsize(path)
+        what = f"{size:,} bytes, not HDF5" if size else "it is empty"
+        raise conversion.WeightsFileError(
+            f"{path} is not a readable .weights.h5 file ({what}). Convert or save it again.")
     problem = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -137,6 +157,9 @@ def load_keras_weights(model, path: str) -> None:
             model.load_weights(path)
         except ValueError as err:
             problem = err
+        except OSError as err:  # a damaged HDF5 file
+            raise conversion.WeightsFileError(f"{path} is not a readable .weights.h5 file ({err}). "
+                                              f"Convert or save it again.") from err
     for warning in caught:
         if problem is None and "Skipping" in str(warning.message):
             problem = warning.message

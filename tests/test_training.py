@@ -150,7 +150,7 @@ def test_corrupt_shard_error_names_the_file(demo_dir, tmp_path):
     raw = bytearray(open(bad, "rb").read())
     raw[200:260] = b"\x00" * 60
     open(bad, "wb").write(bytes(raw))
-    with pytest.raises(ValueError, match=f"Corrupt training shard {bad}"):
+    with pytest.raises(ValueError, match=f"Corrupt or truncated training shard {bad}"):
         run(small_config(str(data), tmp_path / "run", steps_per_epoch=40), verbose=False)
 
 

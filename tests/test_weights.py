@@ -122,7 +122,7 @@ def test_download_success_then_cache_hit(server, tmp_path):
 def test_hash_mismatch_is_an_error_naming_the_file_and_keeps_nothing(server, tmp_path):
     server.routes["/w.bin"] = (b"tampered", False)
     dl = weight_table.Download(server.url + "/w.bin", "timm", sha256="0" * 64)
-    with pytest.raises(ValueError, match="Hash mismatch for w.bin"):
+    with pytest.raises(downloads.DownloadError, match="Hash mismatch for w.bin"):
         downloads.download(dl, str(tmp_path / "cache"))
     assert _files(tmp_path / "cache") == []
 

@@ -9,7 +9,9 @@ validation split is either the same layout (``--validation_dir`` alone) or a fla
 a ``filename class`` labels file (ImageNet's validation set). Labels are 1-based by default
 (like the widely used imagenet_to_gcs script; ``--label_base 0`` for 0-based, like TFDS).
 PNG, CMYK and greyscale images are re-encoded as RGB JPEG. Unlike imagenet_to_gcs, the file
-list is shuffled (with --seed) so that no shard holds a single class.
+list is shuffled (with --seed) so that no shard holds a single class. A split's shards appear
+all at once when complete (never a partial set); an unreadable image is skipped with a warning
+naming it; each split's record count goes to record_counts.json for the trainer.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ flags.DEFINE_integer("workers", 8, "Parallel shard writers.")
 
 def main(argv):
     del argv
+    try:
+        return _write()
+    except (ValueError, OSError) as err:  # one line for a user's mistake, never a traceback
+        print(f"make_tfrecords: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _write() -> int:
     from keras_regnet.training.tfrecords import folder_items, labelled_items, write_split
 
     classes = sorted(d for d in os.listdir(FLAGS.train_dir)

@@ -6,6 +6,7 @@ import dataclasses
 import os
 
 from keras_regnet.preprocessing import EvalTransform
+from keras_regnet.variants import get_variant
 
 RECIPES = ("pycls", "modern")
 STRATEGIES = ("mirrored", "multi_worker", "tpu", "one_device")
@@ -110,6 +111,7 @@ class TrainConfig:
                                          "gradient; modern: AdamW's decoupled 0.05)")
 
     def __post_init__(self) -> None:
+        get_variant(self.model)  # an unknown name fails here, naming the closest ones
         if self.model_dir is None:
             object.__setattr__(self, "model_dir", os.path.join("runs", self.model))
         if self.strategy not in STRATEGIES:

@@ -9,9 +9,11 @@ the model normalises them itself, so normalisation happens exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -45,11 +47,30 @@ def split_files(data_dir: str, split: str) -> list[str]:
     return files
 
 
+class CorruptShardError(ValueError):
+    """A TFRecord shard that does not read to its end; the message names it."""
+
+
+@contextlib.contextmanager
+def naming_corrupt_shards(files: list[str], split: str) -> Iterator[None]:
+    """Turns TensorFlow's DataLossError (which names no file) into one that names the shard."""
+    try:
+        yield
+    except tf.errors.DataLossError as err:
+        bad = find_corrupt_file(files)
+        raise CorruptShardError(
+            f"Corrupt or truncated {split} shard {bad or '(one of ' + str(len(files)) + ' files)'}: "
+            f"{err.message.splitlines()[0]}. Rewrite it (training/make_tfrecords.py) or remove it.") from None
+
+
 def detect_label_offset(files: list[str], num_classes: int, sample: int = 5000) -> int:
     """1 for imagenet_to_gcs-style labels (1..N), 0 for 0-based (TFDS) labels."""
     labels = []
-    for record in tf.data.TFRecordDataset(files).take(sample):
-        labels.append(int(tf.io.parse_single_example(record, FEATURES)["image/class/label"]))
+    with naming_corrupt_shards(files, "validation"):
+        for record in tf.data.TFRecordDataset(files).take(sample):
+            labels.append(int(tf.io.parse_single_example(record, FEATURES)["image/class/label"]))
+    if not labels:
+        raise ValueError(f"The validation shards hold no records: {files[0]} ... ({len(files)} files).")
     low, high = min(labels), max(labels)
     if low == 0:
         return 0
@@ -172,7 +193,7 @@ def split_record_count(data_dir: str, split: str, files: list[str]) -> int:
         return counts[split]
     log.info("counting the %s records of %d files (no %s in %s; --train_records skips this)",
              split, len(files), RECORD_COUNTS_FILE, data_dir)
-    return count_records(files)
+    return count_records(files, split)
 
 
 def read_record_counts(data_dir: str) -> dict[str, int]:
@@ -183,8 +204,9 @@ def read_record_counts(data_dir: str) -> dict[str, int]:
         return {k: int(v) for k, v in json.load(f).items()}
 
 
-def count_records(files: list[str]) -> int:
-    return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
+def count_records(files: list[str], split: str = "train") -> int:
+    with naming_corrupt_shards(files, split):
+        return int(tf.data.TFRecordDataset(files).reduce(np.int64(0), lambda n, _: n + 1))
 
 
 def find_corrupt_file(files: list[str]) -> str | None:

@@ -27,6 +27,7 @@ import tensorflow as tf
 from keras_regnet.applications import RegNet
 from keras_regnet.files import atomic_path
 from keras_regnet.training import data as data_lib
+from keras_regnet.training import lock
 from keras_regnet.training.config import Recipe, TrainConfig
 from keras_regnet.training.config import recipe as get_recipe
 from keras_regnet.training.distribute import make_strategy
@@ -34,6 +35,7 @@ from keras_regnet.training.optim import TorchSGD
 from keras_regnet.weights import load_weights, save_keras_weights
 
 log = logging.getLogger(__name__)
+METRICS_HISTORY = "metrics_history.jsonl"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -157,14 +159,25 @@ class Session:
         return data_lib.make_dataset(self.train_files if split == "train" else self.val_files, pipeline)
 
 
-def setup(config: TrainConfig, recipe: Recipe, spec=None) -> Session:
-    """Strategy, data files, model, optimizer; restores the latest checkpoint if there is one."""
+def setup(config: TrainConfig, recipe: Recipe, spec=None,
+          resources: contextlib.ExitStack | None = None) -> Session:
+    """Strategy, data files, model, optimizer; restores the latest checkpoint if there is one.
+
+    The run's directory is locked for as long as ``resources`` (the caller's ExitStack) lives:
+    a second run into it refuses at once.
+    """
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        nearest = replicas * max(1, config.batch_size // replicas)
+        raise ValueError(f"--batch_size {config.batch_size} does not split over {replicas} replicas: "
+                         f"use a multiple of {replicas}, e.g. {nearest}.")
     keras.utils.set_random_seed(config.seed)  # same initial weights for the same --seed
     chief = _is_chief(strategy)
     out_dir = config.model_dir if chief else os.path.join(
         config.model_dir, f".worker-{strategy.cluster_resolver.task_id}")
-    os.makedirs(out_dir, exist_ok=True)
+    if resources is not None:
+        resources.enter_context(lock.exclusive(out_dir))
 
     if config.tfds_name:  # TFDS labels are 0-based
         train_files, val_files, offset = [], [], 0
@@ -252,11 +265,8 @@ def train_epoch(s: Session, epoch: int, train_step: Callable, verbose: bool) -> 
     progbar.update(done_in_epoch)
     loss_sum, images = 0.0, 0
     for count in range(1, s.steps_per_epoch - done_in_epoch + 1):
-        try:
+        with data_lib.naming_corrupt_shards(s.train_files, "training"):
             loss, penalty = (float(x) for x in train_step(iterator))
-        except tf.errors.DataLossError as err:
-            bad = data_lib.find_corrupt_file(s.train_files) if s.train_files else None
-            raise ValueError(f"Corrupt training shard {bad or '(unknown)'}: {err.message}") from err
         current = int(s.step.assign_add(1).numpy())
         images += config.batch_size
         if not (math.isfinite(loss) and math.isfinite(penalty)):
@@ -284,7 +294,13 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
     ``spec`` trains a design-space point instead of ``config.model``; ``export=False`` skips
     the SavedModel (sweeps).
     """
-    s = setup(config, config.tuned(recipe or get_recipe(config.recipe)), spec)
+    with contextlib.ExitStack() as resources:
+        s = setup(config, config.tuned(recipe or get_recipe(config.recipe)), spec, resources)
+        return _train_evaluate_finish(s, verbose, export)
+
+
+def _train_evaluate_finish(s: Session, verbose: bool, export: bool) -> dict:
+    config = s.config
     train_step = make_train_step(s)
     start_step, start_time, images = int(s.step.numpy()), time.perf_counter(), 0
     for epoch in range(start_step // s.steps_per_epoch, config.epochs):
@@ -363,19 +379,26 @@ def evaluate(s: Session) -> tuple[float, float]:
         return strategy.reduce("SUM", strategy.run(replica_counts, args=batch), axis=None)
 
     totals = np.zeros(3)
-    for batch in strategy.distribute_datasets_from_function(dataset_fn):
-        totals += counts(batch).numpy()
+    with data_lib.naming_corrupt_shards(s.val_files, "validation"):
+        for batch in strategy.distribute_datasets_from_function(dataset_fn):
+            totals += counts(batch).numpy()
     if not totals[2]:
         raise ValueError("The validation split is empty: nothing to evaluate.")
     return 100 * totals[0] / totals[2], 100 * totals[1] / totals[2]
 
 
 def finish(model: keras.Model, config: TrainConfig, metrics: dict, export: bool = True) -> None:
-    """metrics.json, final.weights.h5 and the SavedModel in model_dir/export/N."""
+    """metrics.json (this run), metrics_history.jsonl (every run), final.weights.h5 and the
+    SavedModel in model_dir/export/N."""
     from keras_regnet.export import export_saved_model
 
     with atomic_path(os.path.join(config.model_dir, "metrics.json")) as tmp, open(tmp, "w") as f:
         json.dump(metrics, f, indent=2)
+    # Every finished run's metrics, oldest first: rerunning a command keeps what it found.
+    history = os.path.join(config.model_dir, METRICS_HISTORY)
+    earlier = open(history, encoding="utf-8").read() if os.path.exists(history) else ""
+    with atomic_path(history) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(earlier + json.dumps(metrics) + "\n")
     save_keras_weights(model, os.path.join(config.model_dir, "final.weights.h5"))
     if not export:
         return

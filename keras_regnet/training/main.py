@@ -9,12 +9,14 @@ default, help and choices), so the command line and the library cannot drift apa
 from __future__ import annotations
 
 import dataclasses
+import logging as logging_lib
 import os
 import sys
 import types
 import typing
 
-from absl import app, flags, logging
+from absl import app, flags
+from absl import logging as absl_logging
 
 from keras_regnet.training.config import DEMO_DEFAULTS, TrainConfig
 
@@ -72,9 +74,30 @@ def config_from_flags() -> TrainConfig:
 
 
 def main(argv: list[str]) -> int:
-    logging.set_verbosity(logging.INFO)  # the trainer's own progress lines (strategy, resume)
+    """Trains from the flags; a user's mistake ends in one line on stderr and exit status 2
+    (1 when the loss diverges), never a traceback."""
+    from keras_regnet.training.lock import DirectoryInUseError
+    from keras_regnet.training.loop import NonFiniteLossError
+
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag.")
+    # The trainer's own lines (strategy, resume, label offset) at INFO; TensorFlow's INFO logs
+    # (all-reduce plans, checkpoint sharding, SavedModel assets) stay off unless --verbosity 0
+    # (absl's flag) asks for them.
+    logging_lib.getLogger("keras_regnet").setLevel(logging_lib.INFO)
+    if not FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    try:
+        return _train()
+    except NonFiniteLossError as err:
+        print(f"train: stopped: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, ImportError, DirectoryInUseError) as err:
+        print(f"train: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _train() -> int:
     replicas = FLAGS.cpu_replicas if FLAGS.cpu_replicas is not None else (
         DEMO_DEFAULTS["cpu_replicas"] if is_demo() else 0)
     if replicas > 1 and (FLAGS.strategy or "mirrored") in ("mirrored", "multi_worker"):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import os
 import random
+import shutil
 import sys
+import tempfile
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -15,6 +18,7 @@ import tensorflow as tf
 from keras_regnet.files import atomic_path
 from keras_regnet.training.data import RECORD_COUNTS_FILE, read_record_counts
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
@@ -49,34 +53,62 @@ def make_example(jpeg: bytes, label: int, synset: str, height: int, width: int,
 
 def write_split(items: Sequence[tuple[bytes | str, int, str, str]], output_dir: str, split: str,
                 num_shards: int, workers: int = 4, progress: bool = True) -> list[str]:
-    """Writes ``split-%05d-of-%05d`` shards atomically from ``(data_or_path, label, synset, name)``.
+    """Writes ``split-%05d-of-%05d`` shards from ``(data_or_path, label, synset, name)`` items.
 
-    Each shard is written to a temporary file and renamed when complete.
+    All or nothing: the shards are written into a staging folder and moved into
+    ``output_dir`` only once every one of them is complete (replacing an earlier set of the
+    split), so an interrupted run never leaves a partial ``-of-N`` set for the trainer to read.
+    An image that does not decode is skipped with a warning that names it; the set written is
+    complete without it, and ``record_counts.json`` counts what was written.
     """
     os.makedirs(output_dir, exist_ok=True)
     shards = [items[i::num_shards] for i in range(num_shards)]
-    done = [0]
+    done, skipped = [0], []
+    staging = tempfile.mkdtemp(prefix=f".{split}-staging-", dir=output_dir)
 
     def write(index: int) -> str:
-        path = os.path.join(output_dir, f"{split}-{index:05d}-of-{num_shards:05d}")
-        with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
-            for data, label, synset, name in shards[index]:
-                if isinstance(data, str):
-                    with open(data, "rb") as f:
-                        data = f.read()
-                jpeg, h, w = to_rgb_jpeg(data)
-                writer.write(make_example(jpeg, label, synset, h, w, name).SerializeToString())
+        name = f"{split}-{index:05d}-of-{num_shards:05d}"
+        with tf.io.TFRecordWriter(os.path.join(staging, name)) as writer:
+            for data, label, synset, filename in shards[index]:
+                try:
+                    jpeg, h, w = to_rgb_jpeg(_read(data))
+                except (tf.errors.InvalidArgumentError, OSError) as err:
+                    where = data if isinstance(data, str) else filename
+                    skipped.append(where)
+                    log.warning("skipping %s: not a readable image (%s)", where,
+                                getattr(err, "message", err))
+                    continue
+                writer.write(make_example(jpeg, label, synset, h, w, filename).SerializeToString())
                 done[0] += 1
         if progress:
             print(f"\r{split}: {done[0]}/{len(items)} images", end="", file=sys.stderr, flush=True)
-        return path
+        return name
 
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        paths = list(pool.map(write, range(num_shards)))
-    if progress:
-        print(file=sys.stderr)
-    write_record_count(output_dir, split, len(items))
-    return paths
+    try:
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            names = list(pool.map(write, range(num_shards)))
+        if progress:
+            print(file=sys.stderr)
+        if not done[0]:
+            raise ValueError(f"None of the {len(items)} {split} images could be read; nothing written.")
+        for old in tf.io.gfile.glob(os.path.join(output_dir, f"{split}-*-of-*")):
+            os.remove(old)  # an earlier set, maybe with another shard count
+        for name in names:
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if skipped:
+        log.warning("%s: skipped %d unreadable image(s): %s", split, len(skipped), ", ".join(skipped[:10])
+                    + (" ..." if len(skipped) > 10 else ""))
+    write_record_count(output_dir, split, done[0])
+    return [os.path.join(output_dir, name) for name in names]
+
+
+def _read(data: bytes | str) -> bytes:
+    if isinstance(data, str):
+        with open(data, "rb") as f:
+            return f.read()
+    return data
 
 
 def write_record_count(output_dir: str, split: str, count: int) -> None:

@@ -1,0 +1,365 @@
+"""Every bad input a user or a network can produce gets a clear answer; nothing is poisoned.
+
+Each test here is one row of docs/robustness.md ("what happens when").
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_regnet
+from keras_regnet import conversion, downloads, export, verify, weight_table
+from keras_regnet.preprocessing import EvalTransform
+from keras_regnet.training import data as data_lib
+from keras_regnet.training.demo import prepare
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "training", "train.py")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Routes: path -> (body, mode); mode "ok", "no-length-cut" (half the body, no
+    Content-Length, then the connection closes) or "hang" (answers after 3 s)."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.server.requests.append(self.path)
+        if self.path not in self.server.routes:
+            self.send_error(404)
+            return
+        body, mode = self.server.routes[self.path]
+        if mode == "hang":
+            time.sleep(3)
+        self.send_response(200)
+        if mode == "no-length-cut":
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            return
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.routes, httpd.requests = {}, []
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def keras_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.delenv(downloads.MIRROR_ENV, raising=False)
+    return tmp_path / "keras_home"
+
+
+@pytest.fixture(scope="module")
+def x002_safetensors(tmp_path_factory):
+    reference = verify.calibrated_reference("RegNetX002", "timm")
+    path = verify.save_native(reference, "timm", tmp_path_factory.mktemp("ref"))
+    return reference, open(path, "rb").read()
+
+
+def _register(monkeypatch, model, *files):
+    ws = weight_table.WeightSet(model, "imagenet", 70.0, EvalTransform(), "MIT", tuple(files))
+    monkeypatch.setitem(weight_table._REGISTRY, (model, "imagenet"), ws)
+
+
+def _cache_files(keras_home) -> list[str]:
+    root = keras_home / "keras_regnet"
+    return sorted(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+# --- 1. a bad download never enters the cache; the next source is tried ----------------------
+
+@pytest.mark.parametrize("bad", ["no-length-cut", "captive-portal-html"])
+def test_a_bad_download_is_discarded_and_the_next_source_used(bad, server, monkeypatch, keras_home,
+                                                                x002_safetensors):
+    reference, body = x002_safetensors
+    if bad == "no-length-cut":
+        server.routes["/hub/model.safetensors"] = (body, "no-length-cut")
+    else:
+        server.routes["/hub/model.safetensors"] = (b"<html><body>Please log in</body></html>", "ok")
+    server.routes["/mirror/model.safetensors"] = (body, "ok")
+    _register(monkeypatch, "RegNetX002",
+              weight_table.Download(server.url + "/hub/model.safetensors", "timm"),
+              weight_table.Download(server.url + "/mirror/model.safetensors", "timm"))
+    model = keras_regnet.RegNetX002(weights="imagenet", classifier_activation=None)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    assert verify.max_logit_difference(model, reference, "timm", images) <= 1e-4
+    assert server.requests == ["/hub/model.safetensors", "/mirror/model.safetensors"]
+    # Only the good file was kept (its name comes from the URL's last part).
+    assert _cache_files(keras_home) == ["RegNetX002_imagenet.weights.h5", "model.safetensors"]
+
+
+def test_all_sources_bad_names_every_url_and_keeps_nothing(server, monkeypatch, keras_home):
+    server.routes["/a.safetensors"] = (b"<html>portal</html>", "ok")
+    _register(monkeypatch, "RegNetX002",
+              weight_table.Download(server.url + "/a.safetensors", "timm"),
+              weight_table.Download(server.url + "/gone.pyth", "pycls"))
+    with pytest.raises(downloads.DownloadError) as err:
+        keras_regnet.RegNetX002(weights="imagenet")
+    message = str(err.value)
+    assert f"{server.url}/a.safetensors did not give a valid a.safetensors" in message
+    assert f"Could not download {server.url}/gone.pyth: Not Found" in message
+    assert _cache_files(keras_home) == []
+
+
+# --- 2. mirror and timeout -------------------------------------------------------------------
+
+def test_mirror_over_http_and_file(server, monkeypatch, keras_home, tmp_path, x002_safetensors):
+    _, body = x002_safetensors
+    dl = weight_table.Download("https://weights.example.org/sets/x002.safetensors", "timm")
+    server.routes["/weights.example.org/sets/x002.safetensors"] = (body, "ok")
+    monkeypatch.setenv(downloads.MIRROR_ENV, server.url)
+    path = downloads.download(dl, str(tmp_path / "http"))
+    assert open(path, "rb").read() == body and len(server.requests) == 1
+
+    folder = tmp_path / "mirror" / "weights.example.org" / "sets"
+    folder.mkdir(parents=True)
+    (folder / "x002.safetensors").write_bytes(body)
+    monkeypatch.setenv(downloads.MIRROR_ENV, f"file://{tmp_path / 'mirror'}")
+    path = downloads.download(dl, str(tmp_path / "file"))
+    assert open(path, "rb").read() == body
+
+
+def test_a_silent_server_times_out_quickly(server, monkeypatch, tmp_path):
+    server.routes["/slow.bin"] = (b"x" * 100, "hang")
+    monkeypatch.setenv(downloads.TIMEOUT_ENV, "0.5")
+    start = time.perf_counter()
+    with pytest.raises(downloads.DownloadError, match="timed out"):
+        downloads.download(weight_table.Download(server.url + "/slow.bin", "timm"), str(tmp_path))
+    assert time.perf_counter() - start < 2.5
+    monkeypatch.setenv(downloads.TIMEOUT_ENV, "soon")
+    with pytest.raises(ValueError, match="KERAS_REGNET_TIMEOUT='soon' must be a positive number"):
+        downloads.timeout()
+
+
+def test_large_downloads_show_progress(server, tmp_path, capsys):
+    server.routes["/big.bin"] = (os.urandom(5_000_000), "ok")
+    downloads.download(weight_table.Download(server.url + "/big.bin", "timm"), str(tmp_path))
+    assert "100% of 5.0 MB" in capsys.readouterr().err
+
+
+# --- 3. unreadable weight files ----------------------------------------------------------------
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "it is empty"), (b"garbage" * 10, "70 bytes"), ("truncated", "bytes, truncated")])
+def test_unreadable_safetensors_names_the_file(content, reason, tmp_path, x002_safetensors):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(x002_safetensors[1][:5000] if content == "truncated" else content)
+    with pytest.raises(conversion.WeightsFileError, match=reason) as err:
+        keras_regnet.RegNetX002(weights=str(path))
+    assert str(path) in str(err.value)
+
+
+def test_garbage_keras_weights_file_names_the_file(tmp_path):
+    path = tmp_path / "w.weights.h5"
+    path.write_bytes(b"not hdf5 at all")
+    with pytest.raises(conversion.WeightsFileError, match=f"{path} is not a readable .weights.h5"):
+        keras_regnet.RegNetX002(weights=str(path))
+
+
+def _cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "keras_regnet.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
+
+
+def _one_clear_line(result, code=2):
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    # Ours only: TensorFlow's C++ start-up lines (before its logging starts) are not ours.
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith(("train: error:", "keras-regnet: error:", "make_tfrecords: error:"))]
+    assert len(errors) == 1, result.stderr[-2000:]
+    return errors[0]
+
+
+def test_convert_garbage_is_one_line_and_writes_nothing(tmp_path):
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    out = tmp_path / "out.weights.h5"
+    line = _one_clear_line(_cli("convert", "--source", "timm", "--checkpoint", str(bad),
+                                "--model", "RegNetX002", "--output", str(out)))
+    assert str(bad) in line and not out.exists()
+
+
+def test_convert_verify_without_timm_writes_nothing(tmp_path, x002_safetensors):
+    checkpoint = tmp_path / "w.safetensors"
+    checkpoint.write_bytes(x002_safetensors[1])
+    out = tmp_path / "out.weights.h5"
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nclass B:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'timm':\n            raise ImportError('no timm')\n"
+        "sys.meta_path.insert(0, B())\n")
+    env = {"PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    line = _one_clear_line(_cli("convert", "--source", "timm", "--checkpoint", str(checkpoint),
+                                "--model", "RegNetX002", "--output", str(out), "--verify", env=env))
+    assert "timm" in line and "pip install" in line and not out.exists()
+
+
+# --- 4. truncated TFRecord shards ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return prepare(str(tmp_path_factory.mktemp("demo")))
+
+
+def _truncated_copy(demo_dir, tmp_path, split):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir, data)
+    shard = data_lib.split_files(str(data), split)[0]
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) // 2)
+    return data, shard
+
+
+def test_truncated_validation_shard_is_named(demo_dir, tmp_path):
+    data, shard = _truncated_copy(demo_dir, tmp_path, "validation")
+    with pytest.raises(data_lib.CorruptShardError, match=f"truncated validation shard {shard}"):
+        data_lib.detect_label_offset(data_lib.split_files(str(data), "validation"), 10)
+    os.remove(data / "record_counts.json")
+    data, shard = _truncated_copy(demo_dir, tmp_path / "t", "train")
+    with pytest.raises(data_lib.CorruptShardError, match=f"truncated train shard {shard}"):
+        data_lib.count_records(data_lib.split_files(str(data), "train"))
+
+
+# --- 5. and 6. the trainer's command line ------------------------------------------------------
+
+def _train(*args, timeout=300):
+    return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+SMALL = ["--strategy", "one_device", "--epochs", "1", "--steps_per_epoch", "2", "--batch_size",
+         "16", "--image_size", "32", "--num_classes", "10", "--eval_steps", "1"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--data_dir=/nonexistent/records"], "No train shards matching 'train-*' in /nonexistent/records"),
+    (["--model=RegNetX04"], "did you mean RegNetX004"),
+    (["--strategy=mirrored", "--cpu_replicas=2", "--batch_size=15"],
+     "--batch_size 15 does not split over 2 replicas"),
+    (["--model_dir=/proc/no_such_dir/run"], "/proc/no_such_dir"),
+])
+def test_train_user_errors_are_one_line(args, expected, demo_dir):
+    base = [a for a in SMALL if not a.startswith("--batch_size") and a != "16"]
+    result = _train(f"--data_dir={demo_dir}", *base, *args)
+    assert expected in _one_clear_line(result)
+
+
+def test_unwritable_keras_home_is_one_line(demo_dir, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o500)
+    result = subprocess.run([sys.executable, TRAIN, f"--data_dir={demo_dir}", *SMALL,
+                             f"--model_dir={tmp_path / 'run'}", "--init_weights=imagenet"],
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, KERAS_HOME=str(home)))
+    if os.geteuid() == 0:  # root writes anywhere: the permission check cannot fire here
+        assert result.returncode != 0
+        return
+    assert "KERAS_HOME" in _one_clear_line(result)
+
+
+def test_second_run_into_a_busy_model_dir_refuses_and_history_is_kept(demo_dir, tmp_path):
+    from keras_regnet.training.lock import exclusive
+
+    run_dir = tmp_path / "run"
+    with exclusive(str(run_dir)):  # another run holds it
+        line = _one_clear_line(_train(f"--data_dir={demo_dir}", *SMALL, f"--model_dir={run_dir}"))
+    assert f"{run_dir} is in use by another training run (pid {os.getpid()})" in line
+    assert not (run_dir / "checkpoints").exists()
+    for _ in range(2):  # the lock is free again; a rerun of a finished command keeps history
+        result = _train(f"--data_dir={demo_dir}", *SMALL, f"--model_dir={run_dir}")
+        assert result.returncode == 0, result.stderr[-2000:]
+    history = (run_dir / "metrics_history.jsonl").read_text().splitlines()
+    assert len(history) == 2 and json.loads(history[-1]) == json.load(open(run_dir / "metrics.json"))
+    # TensorFlow's INFO chatter stays out of the user's console.
+    assert "INFO:tensorflow" not in result.stderr and "Sharding callback" not in result.stderr
+
+
+def test_non_finite_loss_is_one_line_exit_1(demo_dir, tmp_path):
+    args = [a for a in SMALL if a not in ("--steps_per_epoch", "2")]
+    result = _train(f"--data_dir={demo_dir}", *args, "--steps_per_epoch=8", "--learning_rate=1e30",
+                    f"--model_dir={tmp_path}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "train: stopped: Loss became" in result.stderr
+
+
+# --- 7. make_tfrecords ---------------------------------------------------------------------------
+
+def test_make_tfrecords_skips_an_undecodable_image_naming_it(tmp_path):
+    root = tmp_path / "images"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            pixels = np.full((12, 10, 3), 40 * i, np.uint8)
+            (root / cls / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    (root / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)
+    out = tmp_path / "records"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "training", "make_tfrecords.py"),
+                             f"--train_dir={root}", f"--output_dir={out}", "--train_shards=2"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "broken.jpg" in result.stderr and "skipping" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "labels.txt", "record_counts.json", "train-00000-of-00002", "train-00001-of-00002"]
+    assert json.loads((out / "record_counts.json").read_text()) == {"train": 6}
+    assert data_lib.count_records(data_lib.split_files(str(out), "train")) == 6
+
+
+# --- 8. the served model bounds what one request costs --------------------------------------
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    model = keras_regnet.RegNetX002(weights=None, input_shape=(None, None, 3))
+    path = export.export_saved_model(model, str(tmp_path_factory.mktemp("s") / "m"), 1,
+                                     max_pixels=1_000_000)
+    return tf.saved_model.load(path)
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(served):
+    # 12000 x 12000 PNG: a few hundred KB that would decode to 432 MB.
+    png = tf.io.encode_png(tf.zeros([12000, 12000, 1], tf.uint8))
+    assert len(png.numpy()) < 1_000_000
+    start = time.perf_counter()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 1,000,000 pixels"):
+        served.signatures["serving_bytes"](image_bytes=tf.constant([png.numpy()]))
+    assert time.perf_counter() - start < 5
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 1,000,000 pixels"):
+        served.signatures["serving_default"](images=tf.zeros([1, 1100, 1000, 3]))
+
+
+def test_an_extreme_aspect_ratio_is_served_at_the_crops_cost(served):
+    strip = tf.io.encode_jpeg(tf.fill([1, 3000, 3], tf.constant(128, tf.uint8))).numpy()
+    out = served.signatures["serving_bytes"](image_bytes=tf.constant([strip] * 2))
+    assert out["probabilities"].shape == (2, 1000)
+
+
+def test_export_refuses_a_limit_below_the_crop(tmp_path):
+    model = keras_regnet.RegNetX002(weights=None)
+    with pytest.raises(ValueError, match="max_pixels must be an integer of at least"):
+        export.export_saved_model(model, str(tmp_path / "m"), 1, max_pixels=100)
