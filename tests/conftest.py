@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import http.server
 import os
 import pathlib
+import threading
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,3 +46,42 @@ def smallest_per_family() -> list[str]:
         if key not in best or count(v.spec)["flops"] < count(VARIANTS[best[key]].spec)["flops"]:
             best[key] = name
     return [best[False], best[True]]
+
+
+class _LoopbackHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.routes[path] = (body, mode)``. Modes: "ok"; "truncate" (announces the
+    full Content-Length, sends half); "no-length-cut" (no Content-Length, half the body, then
+    the connection closes); "hang" (answers after 3 s)."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.server.requests.append(self.path)
+        if self.path not in self.server.routes:
+            self.send_error(404)
+            return
+        body, mode = self.server.routes[self.path]
+        if mode == "hang":
+            time.sleep(3)
+        self.send_response(200)
+        if mode == "no-length-cut":
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            return
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if mode == "truncate" else body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    """A loopback HTTP server (127.0.0.1 only): ``server.url``, ``.routes``, ``.requests``."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LoopbackHandler)
+    httpd.routes, httpd.requests = {}, []
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()

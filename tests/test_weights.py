@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -15,35 +13,6 @@ from conftest import reference_rows
 from keras_regnet import downloads, verify, weight_table
 from keras_regnet.preprocessing import EvalTransform
 from keras_regnet.variants import VARIANTS
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        self.server.requests.append(self.path)
-        if self.path not in self.server.routes:
-            self.send_error(404)
-            return
-        body, truncate = self.server.routes[self.path]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[: len(body) // 2] if truncate else body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    """A loopback HTTP server; ``server.routes[path] = (body, truncate)``."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.routes, httpd.requests = {}, []
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +79,7 @@ def test_unknown_tag_names_the_available_ones():
 
 def test_download_success_then_cache_hit(server, tmp_path):
     body = os.urandom(3000)
-    server.routes["/w.bin"] = (body, False)
+    server.routes["/w.bin"] = (body, "ok")
     dl = weight_table.Download(server.url + "/w.bin", "timm", sha256=hashlib.sha256(body).hexdigest())
     path = downloads.download(dl, str(tmp_path / "cache"))
     assert open(path, "rb").read() == body
@@ -120,7 +89,7 @@ def test_download_success_then_cache_hit(server, tmp_path):
 
 
 def test_hash_mismatch_is_an_error_naming_the_file_and_keeps_nothing(server, tmp_path):
-    server.routes["/w.bin"] = (b"tampered", False)
+    server.routes["/w.bin"] = (b"tampered", "ok")
     dl = weight_table.Download(server.url + "/w.bin", "timm", sha256="0" * 64)
     with pytest.raises(downloads.DownloadError, match="Hash mismatch for w.bin"):
         downloads.download(dl, str(tmp_path / "cache"))
@@ -128,7 +97,7 @@ def test_hash_mismatch_is_an_error_naming_the_file_and_keeps_nothing(server, tmp
 
 
 def test_truncated_body_keeps_nothing(server, tmp_path):
-    server.routes["/w.bin"] = (os.urandom(4096), True)
+    server.routes["/w.bin"] = (os.urandom(4096), "truncate")
     with pytest.raises(OSError, match="truncated"):
         downloads.download(weight_table.Download(server.url + "/w.bin", "timm"), str(tmp_path / "cache"))
     assert _files(tmp_path / "cache") == []
@@ -151,7 +120,7 @@ def _serve_reference(server, monkeypatch, tmp_path, name, downloads_spec):
     files = []
     for route, source, body in downloads_spec:
         if body is not None:
-            server.routes[route] = (body, False)
+            server.routes[route] = (body, "ok")
         digest = hashlib.sha256(body).hexdigest() if body is not None else None
         files.append(weight_table.Download(server.url + route, source, sha256=digest))
     fake = weight_table.WeightSet(name, "imagenet", 70.0, EvalTransform(), "MIT", tuple(files))
