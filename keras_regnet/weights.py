@@ -12,6 +12,7 @@ Sits above the architecture (:mod:`keras_regnet.model` builds networks and loads
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -22,6 +23,7 @@ from keras_regnet.references import detect_source
 from keras_regnet.variants import get_variant
 from keras_regnet.weight_table import DEFAULT_TAG, get_weight_set, is_weight_tag
 
+log = logging.getLogger(__name__)
 WEIGHT_FILE_SUFFIXES = (".weights.h5", *conversion.CHECKPOINT_SUFFIXES)
 
 
@@ -70,7 +72,13 @@ def load_weights(model, weights, variant: str | None) -> None:
     if weights is None:
         return
     if is_tag(weights):
-        load_keras_weights(model, fetch_converted(variant, weights))
+        path = fetch_converted(variant, weights)
+        try:
+            load_keras_weights(model, path)
+        except conversion.WeightsFileError as err:  # a damaged cache entry: rebuild it once
+            log.warning("%s; deleting it and converting the weights again", err)
+            os.remove(path)
+            load_keras_weights(model, fetch_converted(variant, weights))
         return
     path = os.fspath(weights)
     if path.endswith(".weights.h5"):
@@ -105,14 +113,24 @@ def fetch_converted(model: str, tag: str = DEFAULT_TAG) -> str:
 
 def _fetch_state_dict(dl) -> dict:
     """Downloads (once) and reads a checkpoint. A download enters the cache only if it reads as
-    a checkpoint; a cached file that does not read is an error naming it."""
+    a checkpoint; a cached file that no longer reads (damaged on disk, or left by an older
+    version) is deleted and fetched again, so the cache heals itself."""
     read = {}
 
     def validate(path: str) -> None:
         read["state"] = conversion.read_checkpoint(path)
 
-    path = downloads.download(dl, os.path.join(downloads.cache_dir(), "downloads"), validate=validate)
-    return read["state"] if read else conversion.read_checkpoint(path)
+    directory = os.path.join(downloads.cache_dir(), "downloads")
+    path = downloads.download(dl, directory, validate=validate)
+    if read:
+        return read["state"]
+    try:
+        return conversion.read_checkpoint(path)
+    except conversion.WeightsFileError as err:
+        log.warning("%s; deleting it and downloading it again", err)
+        os.remove(path)
+        downloads.download(dl, directory, validate=validate)
+        return read["state"]
 
 
 def convert_file(checkpoint: str, model: str, output: str, source: str | None = None) -> str:

@@ -324,3 +324,20 @@ def test_export_refuses_a_limit_below_the_crop(tmp_path):
     model = keras_regnet.RegNetX002(weights=None)
     with pytest.raises(ValueError, match="max_pixels must be an integer of at least"):
         export.export_saved_model(model, str(tmp_path / "m"), 1, max_pixels=100)
+
+
+def test_a_damaged_cache_entry_is_replaced(server, monkeypatch, keras_home, x002_safetensors):
+    # A cached download or converted file that no longer reads (older versions could leave
+    # one) is deleted and rebuilt once, with a warning; the model still loads exactly.
+    reference, body = x002_safetensors
+    server.routes["/w/model.safetensors"] = (body, "ok")
+    _register(monkeypatch, "RegNetX002", weight_table.Download(server.url + "/w/model.safetensors", "timm"))
+    keras_regnet.RegNetX002(weights="imagenet")
+    cache = keras_home / "keras_regnet"
+    (cache / "downloads" / "model.safetensors").write_bytes(b"<html>portal</html>")
+    (cache / "RegNetX002_imagenet.weights.h5").write_bytes(b"")
+    model = keras_regnet.RegNetX002(weights="imagenet", classifier_activation=None)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    assert verify.max_logit_difference(model, reference, "timm", images) <= 1e-4
+    assert len(server.requests) == 2  # fetched again once
+    assert (cache / "downloads" / "model.safetensors").read_bytes() == body
