@@ -50,10 +50,6 @@ class WeightSet:
     license: str
     downloads: tuple[Download, ...]
 
-    @property
-    def commercial_use(self) -> bool:
-        return "non-commercial" not in self.license
-
 
 def _download(entry: str) -> Download:
     """``source:url``; torchvision's file names end with the first hex digits of their sha256."""
@@ -80,16 +76,6 @@ def _read_table() -> tuple[WeightSet, ...]:
 
 WEIGHTS: tuple[WeightSet, ...] = _read_table()
 _REGISTRY = {(ws.model, ws.tag): ws for ws in WEIGHTS}
-
-
-def registry() -> dict[tuple[str, str], WeightSet]:
-    """All weight sets keyed by (model, tag).
-
-    Example:
-        >>> registry()["RegNetX002", "imagenet"].top1
-        68.912
-    """
-    return _REGISTRY
 
 
 def tags(model: str) -> list[str]:
