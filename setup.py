@@ -27,7 +27,12 @@ EXTRAS = {
         "scikit-learn",
         "matplotlib",
         "tensorflow-datasets",
+        "keras-hub>=0.21",
+        # keras_hub's own model-test routines (keras_hub.src.tests.test_case) import it.
+        "grain",
     ],
+    # KerasHub: RegNetBackbone / RegNetImageClassifier, presets, `keras-regnet preset`.
+    "hub": ["keras-hub>=0.21"],
     # The trainer: TensorBoard logs (TF 2.21 no longer installs it), the embedded digits demo.
     "train": ["tensorboard", "scikit-learn"],
     # Reading prepared TFDS datasets (imagenet2012) in the trainer.

@@ -103,6 +103,15 @@ if _keras is not None:
     )
     # END GENERATED: builder imports
 
+    # KerasHub finds classes by their registered names, so registering RegNetBackbone & co.
+    # at import is what makes keras_hub's generic from_preset() load RegNet presets.
+    try:
+        import keras_hub as _keras_hub  # noqa: F401
+    except ImportError:  # the [hub] extra is not installed
+        pass
+    else:
+        from keras_regnet import hub  # noqa: F401 (public submodule)
+
 __all__ = ["AnyNetSpec", "RegNetSpec", "complexity", "get_spec", "list_models", "RegNet",
            "FusedBatchNorm", "GroupedConv2D", "feature_pyramid", "decode_predictions",
            "preprocess_input", "list_weights", *VARIANTS]

@@ -6,6 +6,7 @@
     keras-regnet export --model RegNetY032 --weights none --output ./served   # TF Serving
     keras-regnet convert --source pycls --checkpoint X.pyth --model RegNetX004 \\
         --output x004.weights.h5 --verify
+    keras-regnet preset --model RegNetX004 --weights imagenet --output ./regnetx004_imagenet
     keras-regnet train --strategy mirrored   # = python training/train.py: the demo run
 """
 
@@ -131,6 +132,27 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preset(args: argparse.Namespace) -> int:
+    try:
+        from keras_regnet.hub import write_preset
+    except ImportError as err:
+        raise ImportError(f"keras-regnet preset needs KerasHub: pip install 'keras-regnet[hub]' "
+                          f"({err})") from err
+
+    from keras_regnet.preprocessing import EvalTransform
+
+    start = time.perf_counter()
+    weights = None if args.weights == "none" else args.weights
+    transform = EvalTransform.parse(args.eval_transform) if args.eval_transform else None
+    path, difference = write_preset(args.model, weights, args.output, overwrite=args.overwrite,
+                                    allow_non_commercial=args.allow_non_commercial,
+                                    transform=transform, classes=args.classes)
+    print(f"wrote KerasHub preset {path} in {time.perf_counter() - start:.1f} s; loaded back with "
+          f"keras_hub.models.ImageClassifier.from_preset: max |logits difference| against "
+          f"keras_regnet.{args.model} = {difference:.3g}")
+    return 0
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from keras_regnet.design.sampling import parse_window
     from keras_regnet.training import sweep
@@ -188,6 +210,18 @@ def main(argv: list[str] | None = None) -> int:
                      help="largest image (height x width) a request may carry (SavedModel)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing version/file")
     exp.set_defaults(func=_export)
+    preset = sub.add_parser("preset", help="write a KerasHub preset folder (from_preset loads it)")
+    preset.add_argument("--model", required=True, help="e.g. RegNetY032")
+    preset.add_argument("--weights", default="imagenet",
+                        help="imagenet, none, a weight tag, or a .weights.h5/.safetensors/.pyth/.pth file")
+    preset.add_argument("--output", required=True, help="the preset folder to write")
+    preset.add_argument("--classes", type=int, default=1000, help="classes of the weights' head")
+    preset.add_argument("--eval-transform", help="RESIZE/CROP INTERPOLATION the preprocessor applies, "
+                        "e.g. '37/32 bilinear'; default: the weight tag's, or '256/224 bilinear'")
+    preset.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    preset.add_argument("--allow-non-commercial", action="store_true",
+                        help="allow weight sets whose licence forbids commercial use (SWAG)")
+    preset.set_defaults(func=_preset)
     sweep = sub.add_parser("sweep", help="design-space sweeps: sample, train, analyze")
     sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True)
     sample = sweep_sub.add_parser("sample", help="sample models of a design space")

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from keras_regnet.files import atomic_path
+from keras_regnet.files import atomic_path, replace_directory
 from keras_regnet.preprocessing import EvalTransform, decode_rgb, eval_crop, imagenet_classes
 
 log = logging.getLogger(__name__)
@@ -120,17 +120,6 @@ def _version_dir(output: str, version: int, overwrite: bool) -> str:
     return target
 
 
-def _publish(staging: str, target: str) -> None:
-    """Moves a finished export into place; TF Serving never sees a half-written version."""
-    if os.path.exists(target):
-        backup = staging + ".old"
-        os.replace(target, backup)
-        os.replace(staging, target)
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        os.replace(staging, target)
-
-
 def export_saved_model(model, output: str, version: int = 1, *, model_name: str = "regnet",
                        class_names: Sequence[str] | None = None,
                        transform: EvalTransform | None = None, top_k: int = 5,
@@ -189,7 +178,7 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
             with tf.io.TFRecordWriter(os.path.join(saved, WARMUP_FILE)) as writer:
                 for record in records:
                     writer.write(record)
-        _publish(saved, target)
+        replace_directory(saved, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

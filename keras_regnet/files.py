@@ -1,9 +1,10 @@
-"""Atomic file writes: a file appears at its final path complete, or not at all."""
+"""Atomic writes: a file or folder appears at its final path complete, or not at all."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from typing import Iterator
 
@@ -16,6 +17,7 @@ def _umask() -> int:
 
 # Read once at import: os.umask is process-wide, and writers run in threads.
 _FILE_MODE = 0o666 & ~_umask()
+_DIR_MODE = 0o777 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -40,3 +42,37 @@ def atomic_path(target: str, suffix: str = "") -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def replace_directory(staging: str, target: str) -> None:
+    """Moves a finished folder onto ``target``; an existing one is swapped out, then removed,
+    so a reader (TF Serving, ``from_preset``) never sees a half-written folder."""
+    if os.path.exists(target):
+        backup = staging + ".old"
+        os.replace(target, backup)
+        os.replace(staging, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str) -> Iterator[str]:
+    """Yields an empty folder beside ``target``; it replaces ``target`` on success.
+
+    On an exception the folder is removed and ``target`` is left as it was.
+
+    Example:
+        >>> with atomic_directory("/tmp/example_dir") as tmp:
+        ...     _ = open(os.path.join(tmp, "done.txt"), "w").write("done")
+    """
+    target = os.path.abspath(target)
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=parent)
+    os.chmod(staging, _DIR_MODE)  # mkdtemp's 0700 would make the published folder private
+    try:
+        yield staging
+        replace_directory(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -69,6 +69,20 @@ def _check_head(include_preprocessing: bool, pooling, classes: int, channels: in
         )
 
 
+def features(x, anynet: AnyNetSpec, dtype=None) -> tuple[Any, dict[str, Any]]:
+    """The stem and every block applied to ``x``: (last feature map, pyramid ``{"P1": ...}``).
+
+    The one definition of the network's body, shared by :func:`build` and
+    :class:`keras_regnet.hub.RegNetBackbone`; ``dtype`` is the layers' dtype policy.
+    """
+    x = regnet_layers.stem(x, anynet.stem_width, dtype)
+    pyramid = {"P1": x}
+    for block in anynet.blocks():
+        x = regnet_layers.bottleneck_block(x, block, dtype)
+        pyramid[f"P{block.stage + 1}"] = x  # the last block of each stage wins
+    return x, pyramid
+
+
 def build(spec: str | RegNetSpec | AnyNetSpec, include_top: bool = True,
           include_preprocessing: bool = True, input_tensor: Any = None, input_shape=None,
           pooling: str | None = None, classes: int = 1000,
@@ -97,12 +111,7 @@ def build(spec: str | RegNetSpec | AnyNetSpec, include_top: bool = True,
             name="preprocessing",
         )(x)
 
-    x = regnet_layers.stem(x, anynet.stem_width)
-    pyramid = {"P1": x}
-    for block in anynet.blocks():
-        x = regnet_layers.bottleneck_block(x, block)
-        pyramid[f"P{block.stage + 1}"] = x  # the last block of each stage wins
-
+    x, pyramid = features(x, anynet)
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
         x = keras.layers.Dense(

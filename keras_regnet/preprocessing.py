@@ -49,6 +49,22 @@ class EvalTransform:
             raise ValueError(f"need 0 < crop <= resize, got crop={self.crop}, resize={self.resize}.")
 
     @classmethod
+    def parse(cls, text: str) -> EvalTransform:
+        """``"256/224 bilinear"``: resize the short side to 256, center-crop 224, bilinear.
+
+        Example:
+            >>> EvalTransform.parse("232/224 bilinear").resize
+            232
+        """
+        try:
+            sizes, interpolation = text.split()
+            resize, crop = (int(v) for v in sizes.split("/"))
+        except ValueError:
+            raise ValueError(f"an eval transform is written RESIZE/CROP INTERPOLATION, e.g. "
+                             f"'256/224 bilinear'; got {text!r}.") from None
+        return cls(resize, crop, interpolation)
+
+    @classmethod
     def for_size(cls, crop: int) -> EvalTransform:
         """The pycls ratio (256 -> 224) at another crop size: resize = round(crop * 256 / 224)."""
         return cls(int(round(crop * 256 / 224)), crop)
@@ -127,7 +143,8 @@ def encoded_image_size(encoded):
 
 
 def eval_crop(image, transform: EvalTransform):
-    """One image ``[height, width, 3]`` (any dtype, [0, 255]) -> float32 ``[crop, crop, 3]``.
+    """An image ``[height, width, 3]`` (any dtype, [0, 255]) -> float32 ``[crop, crop, 3]``;
+    a batch of same-sized images ``[n, height, width, 3]`` -> ``[n, crop, crop, 3]``.
 
     Equal to ``tf.image.resize(image, short side -> resize, antialias=True)`` followed by the
     center crop, computed for the crop's pixels only.
@@ -140,14 +157,17 @@ def eval_crop(image, transform: EvalTransform):
     import tensorflow as tf
 
     image = tf.cast(image, tf.float32)
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    single = image.shape.rank == 3
+    images = image[None] if single else image
+    shape = tf.cast(tf.shape(images)[1:3], tf.float32)
     size = tf.round(shape * (transform.resize / tf.reduce_min(shape)))  # the resized image's size
     offset = tf.cast((tf.cast(size, tf.int32) - transform.crop) // 2, tf.float32)  # crop's top-left
     out = tf.raw_ops.ScaleAndTranslate(
-        images=image[None], size=tf.constant([transform.crop, transform.crop], tf.int32),
+        images=images, size=tf.constant([transform.crop, transform.crop], tf.int32),
         scale=size / shape, translation=-offset, kernel_type=_KERNELS[transform.interpolation],
-        antialias=True)[0]
-    return tf.clip_by_value(out, 0.0, 255.0)  # bicubic overshoots
+        antialias=True)
+    out = tf.clip_by_value(out, 0.0, 255.0)  # bicubic overshoots
+    return out[0] if single else out
 
 
 def preprocess_input(x, data_format: str | None = None):

@@ -55,6 +55,26 @@ def weights_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def preset_table() -> str:
+    """Markdown table of the KerasHub preset of every weight set, with its licence.
+
+    Example:
+        >>> "| `regnety032_imagenet` |" in preset_table()
+        True
+    """
+    lines = [
+        "| preset | model | weights | reported top-1 | input | licence | write it |",
+        "|---|---|---|---:|---|---|---|",
+    ]
+    for ws in list_weights(print_table=False):
+        top1 = f"{ws.top1:.3f}" if ws.top1 is not None else "not recorded"
+        opt_in = " --allow-non-commercial" if ws.non_commercial else ""
+        lines.append(f"| `{ws.preset_name}` | `{ws.model}` | `{ws.tag}` | {top1} | "
+                     f"{ws.transform.crop}x{ws.transform.crop} | {ws.license} | `keras-regnet preset "
+                     f"--model {ws.model} --weights {ws.tag} --output {ws.preset_name}{opt_in}` |")
+    return "\n".join(lines) + "\n"
+
+
 def builder_definitions() -> str:
     """The named builders of ``applications.py``: one real definition per variant."""
     return "".join(f'{name} = _named_builder(RegNet, "{name}")\n' for name in VARIANTS)
@@ -66,11 +86,11 @@ def builder_imports() -> str:
     return f"from keras_regnet.applications import (  # noqa: F401 (public API)\n{names})\n"
 
 
-REGIONS = {"model table": model_table, "weights table": weights_table,
+REGIONS = {"model table": model_table, "weights table": weights_table, "preset table": preset_table,
            "builders": builder_definitions, "builder imports": builder_imports}
 # Every generated region, by file (relative to the repository root).
 GENERATED_FILES = {"README.md": ("model table",), "docs/models.md": ("model table",),
-                   "docs/weights.md": ("weights table",),
+                   "docs/weights.md": ("weights table",), "docs/kerashub.md": ("preset table",),
                    "keras_regnet/applications.py": ("builders",),
                    "keras_regnet/__init__.py": ("builder imports",)}
 

@@ -50,6 +50,16 @@ class WeightSet:
     license: str
     downloads: tuple[Download, ...]
 
+    @property
+    def non_commercial(self) -> bool:
+        """Whether the licence forbids commercial use (SWAG's CC-BY-NC)."""
+        return "-NC" in self.license
+
+    @property
+    def preset_name(self) -> str:
+        """Its KerasHub preset name: ``regnetx004_imagenet`` (see ``keras-regnet preset``)."""
+        return f"{self.model.lower()}_{self.tag}"
+
 
 def _download(entry: str) -> Download:
     """``source:url``; torchvision's file names end with the first hex digits of their sha256."""
@@ -59,17 +69,10 @@ def _download(entry: str) -> Download:
     return Download(url, source, sha256_prefix=prefix)
 
 
-def _eval_transform(text: str) -> EvalTransform:
-    """``"256/224 bilinear"``: resize the short side to 256, center-crop 224, bilinear."""
-    sizes, interpolation = text.split()
-    resize, crop = (int(v) for v in sizes.split("/"))
-    return EvalTransform(resize, crop, interpolation)
-
-
 def _read_table() -> tuple[WeightSet, ...]:
     with open(TABLE_PATH, newline="", encoding="utf-8") as f:
         return tuple(WeightSet(row["model"], row["tag"], float(row["top1"]) if row["top1"] else None,
-                               _eval_transform(row["eval_transform"]), row["licence"],
+                               EvalTransform.parse(row["eval_transform"]), row["licence"],
                                tuple(_download(e) for e in row["files"].split()))
                      for row in csv.DictReader(f))
 

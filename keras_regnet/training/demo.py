@@ -13,21 +13,20 @@ import numpy as np
 DEMO_CLASSES = [str(d) for d in range(10)]
 
 
-def prepare(directory: str, size: int | tuple[int, int] = 32, seed: int = 0) -> str:
-    """Writes the demo shards into ``directory`` once; returns it.
+def digit_images(size: int | tuple[int, int] = 32, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The demo's images (uint8 RGB ``[N, size, size, 3]``) and labels, by split
+    (``"train"``, ``"validation"``): the arrays the TFRecord shards hold.
 
-    ``size`` is the images' side, or ``(height, width)``.
+    Example:
+        >>> images, labels = digit_images()["validation"]  # doctest: +SKIP
+        >>> images.shape, labels[:5]  # doctest: +SKIP
+        ((360, 32, 32, 3), array([...]))
     """
-    marker = os.path.join(directory, "labels.txt")
-    if os.path.exists(marker):
-        return directory
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:
         raise ImportError("The embedded demo needs scikit-learn: pip install 'keras-regnet[train]'") from err
     import tensorflow as tf
-
-    from keras_regnet.training.tfrecords import write_arrays
 
     digits = load_digits()
     images = digits.images[..., None].astype("float32") * (255.0 / 16.0)
@@ -37,8 +36,22 @@ def prepare(directory: str, size: int | tuple[int, int] = 32, seed: int = 0) -> 
     order = np.random.default_rng(seed).permutation(len(images))
     split = int(0.8 * len(images))
     train, val = order[:split], order[split:]
-    write_arrays(images[train], digits.target[train], DEMO_CLASSES, directory, "train", 2)
-    write_arrays(images[val], digits.target[val], DEMO_CLASSES, directory, "validation", 1)
+    return {"train": (images[train], digits.target[train]), "validation": (images[val], digits.target[val])}
+
+
+def prepare(directory: str, size: int | tuple[int, int] = 32, seed: int = 0) -> str:
+    """Writes the demo shards into ``directory`` once; returns it.
+
+    ``size`` is the images' side, or ``(height, width)``.
+    """
+    marker = os.path.join(directory, "labels.txt")
+    if os.path.exists(marker):
+        return directory
+    from keras_regnet.training.tfrecords import write_arrays
+
+    splits = digit_images(size, seed)
+    write_arrays(*splits["train"], DEMO_CLASSES, directory, "train", 2)
+    write_arrays(*splits["validation"], DEMO_CLASSES, directory, "validation", 1)
     with open(marker, "w") as f:  # written last: its presence means the shards are complete
         f.write("\n".join(DEMO_CLASSES) + "\n")
     return directory

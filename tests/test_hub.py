@@ -1,0 +1,220 @@
+"""KerasHub: RegNetBackbone / RegNetImageClassifier under KerasHub's own model-test routines,
+weights equal to the builders', and presets written by the CLI loaded in fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+keras_hub = pytest.importorskip("keras_hub")
+test_case = pytest.importorskip("keras_hub.src.tests.test_case")
+
+import keras  # noqa: E402
+
+import keras_regnet  # noqa: E402
+from conftest import smallest_per_family  # noqa: E402
+from keras_regnet import cli, verify  # noqa: E402
+from keras_regnet.design.spec import AnyNetSpec  # noqa: E402
+from keras_regnet.hub import (  # noqa: E402
+    RegNetBackbone,
+    RegNetImageClassifier,
+    RegNetImageClassifierPreprocessor,
+    RegNetImageConverter,
+    list_presets,
+    preset_name,
+    write_preset,
+)
+from keras_regnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_crop  # noqa: E402
+from keras_regnet.weight_table import WEIGHTS  # noqa: E402
+
+# A four-stage AnyNet with SE and grouped convs, small enough for KerasHub's many rebuilds.
+TINY = AnyNetSpec(depths=(1, 1, 2, 1), widths=(16, 24, 32, 48), bottleneck_ratios=(1, 1, 1, 1),
+                  group_widths=(8, 8, 8, 8), se_ratio=0.25, stem_width=16)
+
+
+class RegNetKerasHubTest(test_case.TestCase):
+    """KerasHub's own backbone / task / saving checks (keras_hub.src.tests.test_case)."""
+
+    test_session = None  # tf.test.TestCase's helper, which pytest would report as a skip
+
+    def test_backbone(self):
+        # A backend tensor, not numpy: with numpy, Keras 3.15's compute_output_spec fails at any
+        # model whose first layer is a ZeroPadding2D (KerasHub's own ResNetBackbone too).
+        images = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=(2, 64, 64, 3)), "float32")
+        self.run_vision_backbone_test(
+            cls=RegNetBackbone,
+            init_kwargs={"spec": TINY, "image_shape": (None, None, 3)},
+            input_data=images,
+            expected_output_shape=(2, 2, 2, 48),
+            expected_pyramid_output_keys=["P1", "P2", "P3", "P4", "P5"],
+            expected_pyramid_image_sizes=[(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)],
+            run_quantization_check=False,  # int8 covers Dense/EinsumDense only: RegNet is convs
+        )
+
+    def test_backbone_saving(self):
+        images = np.random.default_rng(1).normal(size=(2, 48, 40, 3)).astype("float32")
+        self.run_model_saving_test(cls=RegNetBackbone, init_kwargs={"spec": TINY},
+                                   input_data=images)
+
+    def test_classifier_task(self):
+        rng = np.random.default_rng(2)
+        images = rng.integers(0, 256, (4, 50, 70, 3)).astype("uint8")
+        labels = np.array([0, 1, 2, 1])
+        preprocessor = RegNetImageClassifierPreprocessor(RegNetImageConverter(image_size=(32, 32)))
+        self.run_task_test(
+            cls=RegNetImageClassifier,
+            init_kwargs={"backbone": RegNetBackbone(TINY), "num_classes": 3,
+                         "preprocessor": preprocessor},
+            train_data=(images, labels),
+            expected_output_shape=(4, 3),
+        )
+
+
+def test_spec_config_round_trips():
+    for spec in ("RegNetY002", TINY, keras_regnet.get_spec("RegNetX004")):
+        backbone = RegNetBackbone(spec, image_shape=(64, 64, 3))
+        config = json.loads(json.dumps(backbone.get_config()))
+        revived = RegNetBackbone.from_config(config)
+        assert revived.get_config() == backbone.get_config()
+        assert [w.shape for w in revived.weights] == [w.shape for w in backbone.weights]
+
+
+@pytest.mark.parametrize("name", smallest_per_family())
+def test_backbone_is_the_builder(name):
+    """Same layers, same weights: a backbone holding a builder's weights gives its features."""
+    builder = keras_regnet.RegNet(name, include_top=False, include_preprocessing=False)
+    _randomize_batch_norms(builder)
+    backbone = RegNetBackbone(name)
+    assert [layer.name for layer in backbone.layers] == [layer.name for layer in builder.layers]
+    keras_regnet.hub.presets.copy_weights(builder, backbone)
+    x = np.random.default_rng(3).normal(size=(2, 96, 64, 3)).astype("float32")
+    np.testing.assert_allclose(backbone(x), builder(x), rtol=0, atol=1e-5)
+    pyramid = keras.Model(backbone.inputs, backbone.pyramid_outputs)(x)
+    reference = keras_regnet.feature_pyramid(builder)(x)
+    for level, features in reference.items():
+        np.testing.assert_allclose(pyramid[level], features, atol=1e-5)
+
+
+def test_converter_is_the_eval_transform_of_each_weight_set():
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (1, 300, 410, 3)).astype("uint8")
+    for weight_set in {s.transform: s for s in WEIGHTS}.values():  # one per distinct transform
+        converter = RegNetImageConverter.for_transform(weight_set.transform)
+        assert converter.transform == weight_set.transform
+        revived = RegNetImageConverter.from_config(converter.get_config())
+        expected = (np.asarray(eval_crop(image, weight_set.transform)) / 255.0
+                    - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+        np.testing.assert_allclose(revived(image), expected, atol=1e-5)
+
+
+def test_preset_names_cover_the_weights_table_and_gate_non_commercial_sets():
+    everything = list_presets(include_non_commercial=True)
+    assert set(everything) == {preset_name(s.model, s.tag) for s in WEIGHTS}
+    default = list_presets()
+    assert default and all("NC" not in s.license for s in default.values())
+    assert set(everything) - set(default) == {k for k, s in everything.items() if "NC" in s.license}
+
+
+def test_cli_refuses_non_commercial_weights_without_opt_in(tmp_path, capsys):
+    out = tmp_path / "swag"
+    code = cli.main(["preset", "--model", "RegNetY160", "--weights", "swag_e2e_in1k", "--output", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--allow-non-commercial" in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_write_preset_never_replaces_a_folder_unasked(tmp_path):
+    out = tmp_path / "preset"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_preset("RegNetX002", None, out)
+    assert os.listdir(out) == ["mine.txt"]
+    path, difference = write_preset("RegNetX002", None, out, overwrite=True)
+    assert difference == 0.0 and "config.json" in os.listdir(path) and "mine.txt" not in os.listdir(path)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging left behind
+
+
+# Run by a fresh interpreter per backend: the documented import, KerasHub's generic loaders.
+FRESH_PROCESS_CHECKS = """
+import sys, numpy as np, keras, keras_hub
+from keras.ops import convert_to_numpy as numpy
+import keras_regnet  # registers RegNet with KerasHub
+preset, work = sys.argv[1], sys.argv[2]
+assert keras.backend.backend() == sys.argv[3], keras.backend.backend()
+x = np.load(work + "/normalised.npy")
+raw = np.load(work + "/raw.npy")
+classifier = keras_hub.models.ImageClassifier.from_preset(preset)
+assert type(classifier).__name__ == "RegNetImageClassifier", type(classifier)
+np.save(work + "/logits.npy", numpy(classifier(x)))
+np.save(work + "/raw_logits.npy", classifier.predict(raw, verbose=0))
+backbone = keras_hub.models.Backbone.from_preset(preset)
+assert type(backbone).__name__ == "RegNetBackbone"
+assert sorted(backbone.pyramid_outputs) == ["P1", "P2", "P3", "P4", "P5"]
+np.save(work + "/features.npy", numpy(backbone(x)))
+# A new 3-class head on the pretrained backbone fine-tunes with fit.
+tuned = keras_hub.models.ImageClassifier.from_preset(preset, num_classes=3)
+tuned.compile(optimizer=keras.optimizers.SGD(0.01))
+before = numpy(tuned.output_dense.kernel).copy()
+history = tuned.fit(raw, np.array([0, 1, 2, 1]), batch_size=2, epochs=1, verbose=0)
+assert np.isfinite(history.history["loss"][0])
+assert not np.allclose(before, numpy(tuned.output_dense.kernel))
+# save_to_preset round trip.
+tuned.save_to_preset(work + "/tuned")
+again = keras_hub.models.ImageClassifier.from_preset(work + "/tuned")
+np.testing.assert_allclose(numpy(again(x)), numpy(tuned(x)), atol=1e-5)
+print("fresh-process checks passed on", keras.backend.backend())
+"""
+
+
+@pytest.mark.slow
+def test_cli_preset_loads_through_keras_hub_in_fresh_processes(tmp_path):
+    """A pycls checkpoint -> `keras-regnet preset` -> from_preset on TensorFlow and JAX:
+    logits equal pycls's within 1e-4, raw images of any size predict, fine-tuning and
+    save_to_preset work."""
+    name = "RegNetX002"
+    reference = verify.calibrated_reference(name, "pycls")
+    checkpoint = verify.save_native(reference, "pycls", tmp_path)
+    preset = tmp_path / "regnetx002_pycls"
+    subprocess.run([sys.executable, "-m", "keras_regnet.cli", "preset", "--model", name, "--weights",
+                    checkpoint, "--output", str(preset)], check=True, timeout=600)
+    assert {"config.json", "model.weights.h5", "metadata.json", "task.json", "task.weights.h5",
+            "preprocessor.json"} <= set(os.listdir(preset))
+
+    rng = np.random.default_rng(5)
+    images = rng.uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    raw = rng.integers(0, 256, (4, 180, 260, 3)).astype("uint8")
+    normalised = (images / 255.0 - np.array(IMAGENET_MEAN, "float32")) / np.array(IMAGENET_STD, "float32")
+    expected = verify.reference_logits(reference, images, "pycls")
+    builder = keras_regnet.RegNet(name, weights=checkpoint, input_shape=(None, None, 3),
+                                  classifier_activation=None)
+    expected_raw = np.asarray(builder(eval_crop(raw, RegNetImageConverter().transform)))
+    expected_features = keras_regnet.RegNet(name, weights=checkpoint, include_top=False,
+                                            include_preprocessing=False)(normalised)
+    for backend in ("tensorflow", "jax"):
+        work = tmp_path / backend
+        work.mkdir()
+        np.save(work / "normalised.npy", normalised)
+        np.save(work / "raw.npy", raw)
+        env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
+        subprocess.run([sys.executable, "-c", textwrap.dedent(FRESH_PROCESS_CHECKS), str(preset), str(work),
+                        backend], env=env, check=True, timeout=600)
+        np.testing.assert_allclose(np.load(work / "logits.npy"), expected, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(np.load(work / "raw_logits.npy"), expected_raw, rtol=0, atol=1e-4)
+        # Unpooled features reach ~10: float32 rounding differs between the backends' kernels.
+        np.testing.assert_allclose(np.load(work / "features.npy"), expected_features, rtol=1e-4, atol=1e-4)
+
+
+def _randomize_batch_norms(model) -> None:
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
+                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
