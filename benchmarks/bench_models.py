@@ -1,18 +1,23 @@
-"""Inference and train-step throughput: keras_regnet vs tf-keras (and timm when installed).
+"""Inference and train-step throughput of keras_regnet against every CPU peer, side by side.
 
-Prints images/s (median of --repeats timed runs after --warmup untimed ones) for each model and
-framework, measured in this one process, and the ratios ours / anchor. No assertion: figures
-depend on the machine.
+Each contender runs in its own fresh interpreter (PyTorch's and TensorFlow's thread pools
+disturb each other in one process), one after another, in alternating order over --rounds
+rounds; a contender's figure is the median over rounds of its per-process median (--repeats
+timed batches after --warmup untimed ones). Prints the CPU model and the machine's fp32 matmul
+rate (TensorFlow, 2048x2048), the table, and ours / theirs ratios. No assertion: figures depend
+on the machine. ``--write-docs`` puts the table into docs/performance.md.
 
-    python benchmarks/bench_models.py --models RegNetX004 RegNetY032 --batch 32
+    python benchmarks/bench_models.py --models RegNetX004 RegNetY032
+    python benchmarks/bench_models.py --models RegNetX004 --contenders keras_regnet kimm --rounds 1
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
+import pathlib
+import platform
 import statistics
 import subprocess
 import sys
@@ -20,63 +25,72 @@ import time
 from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SLOW_STEP_S = 5.0  # a contender slower than this per batch gets 2 timed batches, not --repeats
+# "mixed": Keras's mixed_bfloat16 policy / torch.autocast(bfloat16) (benchmarks/gpu.py sets it).
+PRECISION = os.environ.get("BENCH_PRECISION", "fp32")
 
 
-def _median_rate(fn: Callable[[], object], batch: int, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
+def _median_rate(step: Callable[[], object], batch: int, warmup: int, repeats: int) -> float:
+    """Images/s: the median of ``repeats`` timed batches after ``warmup`` untimed ones. A
+    contender slower than SLOW_STEP_S per batch (an XLA grouped conv on a CPU) gets one warm-up
+    and two timed batches: the ratio is then tens, not percent."""
+    step()  # the first call traces / compiles
+    start = time.perf_counter()
+    step()
+    times = [time.perf_counter() - start]
+    if times[0] < SLOW_STEP_S:
+        for _ in range(max(0, warmup - 2)):
+            step()
+        times = []
+    while len(times) < (repeats if not times or times[0] < SLOW_STEP_S else 2):
         start = time.perf_counter()
-        fn()
+        step()
         times.append(time.perf_counter() - start)
     return batch / statistics.median(times)
 
 
-def bench_keras(builder, batch: int, size: int, warmup: int, repeats: int) -> tuple[float, float]:
-    """Images/s of predict_on_batch and train_on_batch for a Keras (3 or tf-keras) builder."""
+# ---- contenders: each builds its model and returns (infer_step, train_step) -----------------
+
+def _keras_policy() -> None:
+    if PRECISION == "mixed":
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+
+def _keras_steps(model, batch: int, size: int):
     import numpy as np
 
-    model = builder()
-    x = np.random.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    y = np.random.randint(0, 1000, (batch,))
-    infer = _median_rate(lambda: model.predict_on_batch(x), batch, warmup, repeats)
+    x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 1000, (batch,))
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=False)
-    train = _median_rate(lambda: model.train_on_batch(x, y), batch, warmup, repeats)
-    print(f"  {model.name}: infer {infer:.1f} img/s, train {train:.1f} img/s", flush=True)
-    return infer, train
+    return (lambda: model.predict_on_batch(x)), (lambda: model.train_on_batch(x, y))
 
 
-def bench_timm(arch: str, batch: int, size: int, warmup: int, repeats: int) -> tuple[float, float]:
-    import timm
-    import torch
+def keras_regnet(name: str, batch: int, size: int):
+    import keras_regnet as kr
 
-    model = timm.create_model(arch, pretrained=False)
-    x = torch.rand(batch, 3, size, size)
-    y = torch.randint(0, 1000, (batch,))
-    model.eval()
-
-    def infer_step():
-        with torch.inference_mode():
-            model(x)
-
-    infer = _median_rate(infer_step, batch, warmup, repeats)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-
-    def train_step():
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    return infer, _median_rate(train_step, batch, warmup, repeats)
+    _keras_policy()
+    return _keras_steps(getattr(kr, name)(weights=None, input_shape=(size, size, 3)), batch, size)
 
 
-def _tf_keras_model(name: str, shape: tuple, unforce: bool):
+def keras_regnet_hub(name: str, batch: int, size: int):
+    """The KerasHub task (RegNetImageClassifier) on already-sized images: the network, not the
+    converter (which the builders' rows do not run either)."""
+    import keras_regnet  # noqa: F401 (first, as the docs say)
+    from keras_regnet.hub import RegNetBackbone, RegNetImageClassifier
+
+    _keras_policy()
+    model = RegNetImageClassifier(RegNetBackbone(name), num_classes=1000, activation="softmax")
+    return _keras_steps(model, batch, size)
+
+
+def _tf_keras_model(name: str, size: int, native_grouped_conv: bool):
     import tf_keras
 
-    model = getattr(tf_keras.applications, name)(weights=None, input_shape=shape)
-    if unforce:
+    model = getattr(tf_keras.applications, name)(weights=None, input_shape=(size, size, 3))
+    if native_grouped_conv:
         # tf-keras routes every grouped conv through an XLA-compiled function; point this
         # instance's layers at their plain convolution op to measure the native kernel.
         for layer in model.layers:
@@ -85,70 +99,226 @@ def _tf_keras_model(name: str, shape: tuple, unforce: bool):
     return model
 
 
-ANCHORS = {
-    "tf_keras": lambda name, shape, common: bench_keras(
-        functools.partial(_tf_keras_model, name, shape, False), **common),
-    "tf_keras_unforced": lambda name, shape, common: bench_keras(
-        functools.partial(_tf_keras_model, name, shape, True), **common),
-    "timm": lambda name, shape, common: _in_subprocess("bench_timm", f"regnet{name[6].lower()}_{name[7:10]}",
-                                                       **common),
+def tf_keras(name: str, batch: int, size: int):
+    return _keras_steps(_tf_keras_model(name, size, True), batch, size)
+
+
+def tf_keras_stock(name: str, batch: int, size: int):
+    return _keras_steps(_tf_keras_model(name, size, False), batch, size)
+
+
+def kimm(name: str, batch: int, size: int):
+    import kimm as kimm_lib
+
+    _keras_policy()
+    model = getattr(kimm_lib.models, name)(weights=None, input_shape=(size, size, 3))
+    return _keras_steps(model, batch, size)
+
+
+def _torch_steps(model, batch: int, size: int, channels_last: bool):
+    import contextlib
+
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    model = model.to(device)
+    x = torch.rand(batch, 3, size, size, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def autocast():
+        if PRECISION == "mixed":
+            return torch.autocast(device, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def infer():
+        model.eval()
+        with torch.inference_mode(), autocast():
+            model(x)
+        sync()
+
+    def train():
+        model.train()
+        opt.zero_grad()
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        sync()
+
+    return infer, train
+
+
+def pycls(name: str, batch: int, size: int):
+    """The reference implementation, eager PyTorch, channels-last."""
+    from keras_regnet.verify import build_reference
+
+    return _torch_steps(build_reference(name, "pycls"), batch, size, channels_last=True)
+
+
+def timm(name: str, batch: int, size: int):
+    import timm as timm_lib
+
+    arch = f"regnet{name[6].lower()}_{name[7:10]}"
+    return _torch_steps(timm_lib.create_model(arch, pretrained=False), batch, size, channels_last=True)
+
+
+def keras_regnet_jax(name: str, batch: int, size: int):
+    """Our builder on the JAX backend (Keras's XLA grouped conv; jit-compiled steps)."""
+    import keras
+
+    import keras_regnet as kr
+
+    assert keras.backend.backend() == "jax"
+    _keras_policy()
+    model = getattr(kr, name)(weights=None, input_shape=(size, size, 3))
+    infer, train = _keras_steps(model, batch, size)
+    return infer, train
+
+
+CONTENDERS = {
+    "keras_regnet": ("keras_regnet (TF)", {}),
+    "keras_regnet_hub": ("keras_regnet KerasHub RegNetImageClassifier (TF)", {}),
+    "tf_keras": ("tf-keras 2.21, grouped conv on the native kernel", {}),
+    "tf_keras_stock": ("tf-keras 2.21, stock (XLA grouped conv)", {}),
+    "kimm": ("kimm (Keras 3, TF)", {}),
+    "pycls": ("pycls, PyTorch eager, channels-last", {}),
+    "timm": ("timm, PyTorch eager, channels-last", {}),
+    "keras_regnet_jax": ("keras_regnet (JAX, CPU)", {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
 }
 
 
-def _in_subprocess(function: str, *args, **kwargs) -> tuple[float, float]:
-    """Runs a bench function of this file in a fresh interpreter and returns its result.
+XLA_CONTENDERS = {"tf_keras_stock", "kimm"}
 
-    PyTorch gets its own process: loaded next to TensorFlow its thread pools slow both down,
-    and torchvision imported after TensorFlow crashes the process.
-    """
-    code = (f"import json, sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
-            f"import bench_models as b; print(json.dumps(b.{function}(*{args!r}, **{kwargs!r})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+def matmul_gflops() -> float:
+    """The machine's fp32 matmul rate through TensorFlow (2048x2048, median of 10)."""
+    import tensorflow as tf
+
+    a = tf.random.normal([2048, 2048])
+    tf.linalg.matmul(a, a).numpy()
+    times = []
+    for _ in range(10):
+        start = time.perf_counter()
+        tf.linalg.matmul(a, a).numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * 2048**3 / statistics.median(times) / 1e9
+
+
+def worker(contender: str, name: str, batch: int, size: int, warmup: int, repeats: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    infer_step, train_step = globals()[contender](name, batch, size)
+    return {"infer": _median_rate(infer_step, batch, warmup, repeats),
+            "train": _median_rate(train_step, batch, warmup, repeats)}
+
+
+def _run(args: list[str], env: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                         env={**os.environ, **env})
     if out.returncode:
-        raise ImportError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
-    infer, train = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"  {args[0]} (subprocess): infer {infer:.1f} img/s, train {train:.1f} img/s", flush=True)
-    return infer, train
+        last = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"
+        raise RuntimeError(last)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical cores"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
+
+
+def table(results: dict, flops: dict, matmul: float, contenders: list[str]) -> str:
+    lines = ["| model | contender | infer img/s | train img/s | ours / it, infer | ours / it, train |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name, rows in results.items():
+        ours = rows.get("keras_regnet")
+        for contender in contenders:
+            if contender not in rows:
+                continue
+            r = rows[contender]
+            ratios = [f"{ours[k] / r[k]:.2f}" if ours else "-" for k in ("infer", "train")]
+            lines.append(f"| {name} | {CONTENDERS[contender][0]} | {r['infer']:.1f} | {r['train']:.1f} | "
+                         f"{ratios[0]} | {ratios[1]} |")
+        if ours:
+            share = ours["infer"] * flops[name] / 1e9 / matmul
+            lines.append(f"| {name} | ours at {2 * flops[name] / 1e9:.3f} GFLOP/image | "
+                         f"{ours['infer'] * 2 * flops[name] / 1e9:.0f} GFLOP/s = {2 * share:.0%} of matmul "
+                         f"| | | |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["RegNetX004", "RegNetY032"])
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=list(CONTENDERS))
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--anchors", nargs="*", default=["tf_keras_unforced", "timm"],
-                        choices=sorted(ANCHORS),
-                        help="tf_keras = stock tf-keras 2.21 (its grouped conv is jit-compiled: "
-                             "very slow to train on CPU); tf_keras_unforced = the same model "
-                             "with its grouped convs calling the native kernel")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--xla-models", nargs="*", default=["RegNetX004"],
+                        help="the models the XLA-grouped-conv contenders (stock tf-keras, kimm) run: "
+                             "a RegNetY032 train step takes minutes there")
+    parser.add_argument("--write-docs", action="store_true", help="rewrite the table in docs/performance.md")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "matmul":
+        print(json.dumps({"gflops": matmul_gflops()}))
+        return
+    if args.worker:
+        rates = worker(args.worker, args.models[0], args.batch, args.size, args.warmup, args.repeats)
+        print(json.dumps(rates))
+        return
 
-    import keras_regnet
+    sys.path.insert(0, str(ROOT))
+    from keras_regnet.design.complexity import count
+    from keras_regnet.variants import get_spec
 
-    rows = []
-    for name in args.models:
-        common = dict(batch=args.batch, size=args.size, warmup=args.warmup, repeats=args.repeats)
-        shape = (args.size, args.size, 3)
-        ours = functools.partial(getattr(keras_regnet, name), weights=None, input_shape=shape)
-        results = {"keras_regnet": bench_keras(ours, **common)}
-        for anchor in args.anchors:
-            try:
-                results[anchor] = ANCHORS[anchor](name, shape, common)
-            except ImportError as err:
-                print(f"{anchor} anchor unavailable: {err}")
-        rows.append((name, results))
+    cpu = cpu_model()
+    matmul = _run(["--worker", "matmul"], {})["gflops"]
+    print(f"CPU: {cpu}; fp32 matmul (TensorFlow, 2048^2): {matmul:.0f} GFLOP/s", flush=True)
+    flops = {name: count(get_spec(name))["flops"] for name in args.models}
+    runs: dict = {name: {c: [] for c in args.contenders} for name in args.models}
+    for round_index in range(args.rounds):
+        order = args.contenders if round_index % 2 == 0 else list(reversed(args.contenders))
+        for name in args.models:
+            for contender in order:
+                if contender in XLA_CONTENDERS and name not in args.xla_models:
+                    continue
+                common = ["--models", name, "--batch", str(args.batch), "--size", str(args.size),
+                          "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+                try:
+                    result = _run(["--worker", contender, *common], CONTENDERS[contender][1])
+                except RuntimeError as err:
+                    print(f"  {name} {contender}: unavailable ({err})", flush=True)
+                    continue
+                runs[name][contender].append(result)
+                print(f"  round {round_index + 1} {name} {contender}: infer {result['infer']:.1f}, "
+                      f"train {result['train']:.1f} img/s", flush=True)
+    results = {name: {c: {k: statistics.median(r[k] for r in rs) for k in ("infer", "train")}
+                      for c, rs in rows.items() if rs} for name, rows in runs.items()}
+    text = table(results, flops, matmul, args.contenders)
+    header = (f"CPU: {cpu}; fp32 matmul {matmul:.0f} GFLOP/s. Batch {args.batch}, {args.size}x{args.size}, "
+              f"images/s, median over {args.rounds} alternating rounds of each process's median of "
+              f"{args.repeats} timed batches after {args.warmup} warm-up ones.\n\n")
+    print("\n" + header + text)
+    if args.write_docs:
+        from keras_regnet.tables import replace_generated
 
-    print(f"\nbatch {args.batch}, {args.size}x{args.size}, median of {args.repeats} after "
-          f"{args.warmup} warm-up runs; images/s (higher is better)")
-    print(f"{'model':<12} {'framework':<14} {'infer':>8} {'train':>8} {'infer x':>8} {'train x':>8}")
-    for name, results in rows:
-        ours = results["keras_regnet"]
-        for framework, (infer, train) in results.items():
-            print(f"{name:<12} {framework:<14} {infer:8.1f} {train:8.1f} "
-                  f"{ours[0] / infer:8.2f} {ours[1] / train:8.2f}")
-    print("'x' columns: keras_regnet / that row (>1 means keras_regnet is faster)")
+        path = ROOT / "docs" / "performance.md"
+        path.write_text(replace_generated(path.read_text(), "benchmark table", header + text))
+        print(f"rewrote {path}")
 
 
 if __name__ == "__main__":

@@ -141,6 +141,19 @@ def test_write_preset_never_replaces_a_folder_unasked(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging left behind
 
 
+def test_cli_preset_of_a_fine_tuned_file_keeps_its_classes_and_transform(tmp_path):
+    model = keras_regnet.RegNetX002(weights=None, classes=7, input_shape=(48, 48, 3))
+    model.save_weights(tmp_path / "mine.weights.h5")
+    out = tmp_path / "mine"
+    assert cli.main(["preset", "--model", "RegNetX002", "--weights", str(tmp_path / "mine.weights.h5"),
+                     "--classes", "7", "--eval-transform", "55/48 bicubic", "--output", str(out)]) == 0
+    task = json.loads((out / "task.json").read_text())["config"]
+    converter = json.loads((out / "image_converter.json").read_text())["config"]
+    assert task["num_classes"] == 7
+    assert converter["image_size"] == [48, 48] and converter["interpolation"] == "bicubic"
+    assert converter["crop_fraction"] == pytest.approx(48 / 55)
+
+
 # Run by a fresh interpreter per backend: the documented import, KerasHub's generic loaders.
 FRESH_PROCESS_CHECKS = """
 import sys, numpy as np, keras, keras_hub
@@ -175,7 +188,7 @@ print("fresh-process checks passed on", keras.backend.backend())
 
 @pytest.mark.slow
 def test_cli_preset_loads_through_keras_hub_in_fresh_processes(tmp_path):
-    """A pycls checkpoint -> `keras-regnet preset` -> from_preset on TensorFlow and JAX:
+    """A pycls checkpoint -> `keras-regnet preset` -> from_preset on TensorFlow, JAX and torch:
     logits equal pycls's within 1e-4, raw images of any size predict, fine-tuning and
     save_to_preset work."""
     name = "RegNetX002"
@@ -197,7 +210,7 @@ def test_cli_preset_loads_through_keras_hub_in_fresh_processes(tmp_path):
     expected_raw = np.asarray(builder(eval_crop(raw, RegNetImageConverter().transform)))
     expected_features = keras_regnet.RegNet(name, weights=checkpoint, include_top=False,
                                             include_preprocessing=False)(normalised)
-    for backend in ("tensorflow", "jax"):
+    for backend in ("tensorflow", "jax", "torch"):
         work = tmp_path / backend
         work.mkdir()
         np.save(work / "normalised.npy", normalised)

@@ -137,7 +137,7 @@ def test_submodules_are_attributes_after_a_plain_import():
     out = _fresh("""
         import keras_regnet
         for name in ("conversion", "export", "weights", "layers", "weight_table", "preprocessing",
-                     "design", "variants"):
+                     "design", "variants", "hub"):  # hub: keras-hub is in the test extra
             getattr(keras_regnet, name)
         print(keras_regnet.RegNetY032.__module__, keras_regnet.RegNetY032.__name__)
         """)

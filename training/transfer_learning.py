@@ -46,11 +46,18 @@ def _classifier(num_classes: int, size: int):
 
 
 def _fit(classifier, images, labels, epochs: int, batch_size: int, lr: float, seed: int) -> None:
+    """Adam on randomly shifted and zoomed copies of the images (the preprocessor runs after)."""
     import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    classifier.compile(optimizer=keras.optimizers.Adam(lr))
-    classifier.fit(images, labels, batch_size=batch_size, epochs=epochs, verbose=0)
+    augment = keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1, seed=seed),
+                                keras.layers.RandomZoom(0.15, seed=seed)])
+    data = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(labels), seed=seed)
+            .batch(batch_size).map(lambda x, y: (tf.cast(augment(tf.cast(x, "float32"), training=True),
+                                                         "uint8"), y)))
+    classifier.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=5e-4))
+    classifier.fit(data, epochs=epochs, verbose=0)
 
 
 def _accuracy(classifier, images, labels) -> float:
@@ -60,7 +67,8 @@ def _accuracy(classifier, images, labels) -> float:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/transfer", help="folder for the preset and transfer.json")
-    parser.add_argument("--source_epochs", type=int, default=15)
+    parser.add_argument("--source_epochs", type=int, default=30)
+    parser.add_argument("--source_lr", type=float, default=2e-3, help="Adam learning rate, source task")
     parser.add_argument("--target_epochs", type=int, default=30)
     parser.add_argument("--shots", type=int, default=10, help="labelled images per target class")
     parser.add_argument("--seed", type=int, default=0)
@@ -69,9 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    import keras_regnet  # noqa: F401, I001 (first: registers RegNet with KerasHub; fast grouped convs)
     import keras_hub
-
-    import keras_regnet  # noqa: F401 (registers RegNet with KerasHub)
     from keras_regnet.training.demo import digit_images
 
     size = 32
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     tgt_val = _subset(*splits["validation"], target)
 
     pretrained = _classifier(len(source), size)
-    _fit(pretrained, *src_train, args.source_epochs, batch_size=64, lr=2e-3, seed=args.seed)
+    _fit(pretrained, *src_train, args.source_epochs, batch_size=64, lr=args.source_lr, seed=args.seed)
     preset = os.path.join(args.out, "regnetx002_digits04")
     pretrained.save_to_preset(preset)
 

@@ -1,0 +1,57 @@
+"""GPU throughput: keras_regnet on the TensorFlow and JAX backends against timm, same card.
+
+Ready for the day a GPU is at hand; no GPU figure has been measured yet (docs/performance.md).
+Each (contender, precision) runs in its own interpreter through benchmarks/bench_models.py's
+worker: fp32, then "mixed" (Keras mixed_bfloat16 policy; torch.autocast bfloat16). Contenders
+whose framework is missing (TensorFlow on a JAX-only machine) are reported as unavailable.
+
+    python benchmarks/gpu.py --models RegNetX004 RegNetY032 --batch 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_models  # noqa: E402
+
+# JAX on the GPU: the CPU contender's JAX_PLATFORMS=cpu is dropped.
+GPU_CONTENDERS = {"keras_regnet": {}, "keras_regnet_jax": {"KERAS_BACKEND": "jax"}, "timm": {}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["RegNetX004", "RegNetY032"])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "mixed"], choices=["fp32", "mixed"])
+    args = parser.parse_args()
+
+    rows = []
+    for name in args.models:
+        for precision in args.precisions:
+            for contender, env in GPU_CONTENDERS.items():
+                common = ["--models", name, "--batch", str(args.batch), "--size", str(args.size),
+                          "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+                try:
+                    env = {**env, "BENCH_PRECISION": precision}
+                    r = bench_models._run(["--worker", contender, *common], env)
+                except RuntimeError as err:
+                    print(f"  {name} {precision} {contender}: unavailable ({err})", flush=True)
+                    continue
+                rows.append((name, precision, contender, r))
+                print(f"  {name} {precision} {contender}: infer {r['infer']:.1f}, "
+                      f"train {r['train']:.1f} img/s", flush=True)
+    print(f"\nbatch {args.batch}, {args.size}x{args.size}, images/s (median of {args.repeats} after "
+          f"{args.warmup} warm-up batches)")
+    print("| model | precision | contender | infer | train |\n|---|---|---|---:|---:|")
+    for name, precision, contender, r in rows:
+        print(f"| {name} | {precision} | {contender} | {r['infer']:.1f} | {r['train']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
