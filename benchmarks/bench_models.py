@@ -75,6 +75,14 @@ def keras_regnet(name: str, batch: int, size: int):
     return _keras_steps(getattr(kr, name)(weights=None, input_shape=(size, size, 3)), batch, size)
 
 
+def keras_regnet_folded(name: str, batch: int, size: int):
+    """Inference of the exported form: batch norms folded into the convs (no train step)."""
+    import keras_regnet as kr
+
+    model = kr.fold_batch_norms(getattr(kr, name)(weights=None, input_shape=(size, size, 3)))
+    return _keras_steps(model, batch, size)[0], None
+
+
 def keras_regnet_hub(name: str, batch: int, size: int):
     """The KerasHub task (RegNetImageClassifier) on already-sized images: the network, not the
     converter (which the builders' rows do not run either)."""
@@ -185,6 +193,7 @@ def keras_regnet_jax(name: str, batch: int, size: int):
 
 CONTENDERS = {
     "keras_regnet": ("keras_regnet (TF)", {}),
+    "keras_regnet_folded": ("keras_regnet, BN folded (what export serves; TF)", {}),
     "keras_regnet_hub": ("keras_regnet KerasHub RegNetImageClassifier (TF)", {}),
     "tf_keras": ("tf-keras 2.21, grouped conv on the native kernel", {}),
     "tf_keras_stock": ("tf-keras 2.21, stock (XLA grouped conv)", {}),
@@ -216,7 +225,7 @@ def worker(contender: str, name: str, batch: int, size: int, warmup: int, repeat
     sys.path.insert(0, str(ROOT))
     infer_step, train_step = globals()[contender](name, batch, size)
     return {"infer": _median_rate(infer_step, batch, warmup, repeats),
-            "train": _median_rate(train_step, batch, warmup, repeats)}
+            "train": _median_rate(train_step, batch, warmup, repeats) if train_step else None}
 
 
 def _run(args: list[str], env: dict) -> dict:
@@ -247,8 +256,9 @@ def table(results: dict, flops: dict, matmul: float, contenders: list[str]) -> s
             if contender not in rows:
                 continue
             r = rows[contender]
-            ratios = [f"{ours[k] / r[k]:.2f}" if ours else "-" for k in ("infer", "train")]
-            lines.append(f"| {name} | {CONTENDERS[contender][0]} | {r['infer']:.1f} | {r['train']:.1f} | "
+            ratios = [f"{ours[k] / r[k]:.2f}" if ours and r[k] else "-" for k in ("infer", "train")]
+            train = f"{r['train']:.1f}" if r["train"] else "-"
+            lines.append(f"| {name} | {CONTENDERS[contender][0]} | {r['infer']:.1f} | {train} | "
                          f"{ratios[0]} | {ratios[1]} |")
         if ours:
             share = ours["infer"] * flops[name] / 1e9 / matmul
@@ -294,8 +304,8 @@ def main() -> None:
         order = args.contenders if round_index % 2 == 0 else list(reversed(args.contenders))
         for name in args.models:
             for contender in order:
-                if contender in XLA_CONTENDERS and name not in args.xla_models:
-                    continue
+                if contender in XLA_CONTENDERS and (name not in args.xla_models or round_index > 0):
+                    continue  # minutes per train step: one round, the named models only
                 common = ["--models", name, "--batch", str(args.batch), "--size", str(args.size),
                           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
                 try:
@@ -304,9 +314,12 @@ def main() -> None:
                     print(f"  {name} {contender}: unavailable ({err})", flush=True)
                     continue
                 runs[name][contender].append(result)
-                print(f"  round {round_index + 1} {name} {contender}: infer {result['infer']:.1f}, "
-                      f"train {result['train']:.1f} img/s", flush=True)
-    results = {name: {c: {k: statistics.median(r[k] for r in rs) for k in ("infer", "train")}
+                print(f"  round {round_index + 1} {name} {contender}: {result}", flush=True)
+    def median(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    results = {name: {c: {k: median(r[k] for r in rs) for k in ("infer", "train")}
                       for c, rs in rows.items() if rs} for name, rows in runs.items()}
     text = table(results, flops, matmul, args.contenders)
     header = (f"CPU: {cpu}; fp32 matmul {matmul:.0f} GFLOP/s. Batch {args.batch}, {args.size}x{args.size}, "

@@ -58,6 +58,7 @@ if _keras is not None:
         conversion,
         downloads,
         export,
+        folding,
         layers,
         model,
         preprocessing,
@@ -67,6 +68,7 @@ if _keras is not None:
     )
     from keras_regnet.applications import RegNet
     from keras_regnet.layers import FusedBatchNorm, GroupedConv2D
+    from keras_regnet.folding import fold_batch_norms
     from keras_regnet.model import feature_pyramid
     from keras_regnet.preprocessing import decode_predictions, preprocess_input
     from keras_regnet.weight_table import list_weights
@@ -113,5 +115,5 @@ if _keras is not None:
         from keras_regnet import hub  # noqa: F401 (public submodule)
 
 __all__ = ["AnyNetSpec", "RegNetSpec", "complexity", "get_spec", "list_models", "RegNet",
-           "FusedBatchNorm", "GroupedConv2D", "feature_pyramid", "decode_predictions",
+           "FusedBatchNorm", "GroupedConv2D", "feature_pyramid", "fold_batch_norms", "decode_predictions",
            "preprocess_input", "list_weights", *VARIANTS]

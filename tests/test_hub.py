@@ -220,8 +220,10 @@ def test_cli_preset_loads_through_keras_hub_in_fresh_processes(tmp_path):
                         backend], env=env, check=True, timeout=600)
         np.testing.assert_allclose(np.load(work / "logits.npy"), expected, rtol=0, atol=1e-4)
         np.testing.assert_allclose(np.load(work / "raw_logits.npy"), expected_raw, rtol=0, atol=1e-4)
-        # Unpooled features reach ~10: float32 rounding differs between the backends' kernels.
-        np.testing.assert_allclose(np.load(work / "features.npy"), expected_features, rtol=1e-4, atol=1e-4)
+        # Unpooled features reach ~10 and the backends' kernels round differently: within 1e-4
+        # of the features' scale (the pooled logits above meet 1e-4 absolute).
+        scale = float(np.max(np.abs(expected_features)))
+        np.testing.assert_allclose(np.load(work / "features.npy"), expected_features, atol=1e-4 * scale)
 
 
 def _randomize_batch_norms(model) -> None:

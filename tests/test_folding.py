@@ -1,0 +1,39 @@
+"""Batch-norm folding: an inference copy without BN layers that computes the same function."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import keras_regnet
+from conftest import smallest_per_family
+
+
+def _randomize_batch_norms(model) -> None:
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
+                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
+
+
+@pytest.mark.parametrize("name", smallest_per_family())
+def test_folded_model_computes_the_same_logits_without_batch_norms(name):
+    model = keras_regnet.RegNet(name, weights=None, classifier_activation=None, input_shape=(None, None, 3))
+    _randomize_batch_norms(model)
+    folded = keras_regnet.fold_batch_norms(model)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(folded.get_layer(conv).use_bias for conv in convs)  # every conv took its BN in
+    x = np.random.default_rng(1).uniform(0, 255, (2, 96, 80, 3)).astype("float32")
+    np.testing.assert_allclose(folded(x), model(x, training=False), rtol=0, atol=1e-4)
+
+
+def test_folding_refuses_a_layer_called_twice():
+    conv = keras.layers.Conv2D(4, 3, padding="same")
+    inputs = keras.Input((8, 8, 4))
+    model = keras.Model(inputs, conv(conv(inputs)))
+    with pytest.raises(ValueError, match="called 2 times"):
+        keras_regnet.fold_batch_norms(model)
