@@ -330,7 +330,8 @@ def main() -> None:
         from keras_regnet.tables import replace_generated
 
         path = ROOT / "docs" / "performance.md"
-        path.write_text(replace_generated(path.read_text(), "benchmark table", header + text))
+        path.write_text(replace_generated(path.read_text(), "benchmark table", header + text,
+                                          command="python benchmarks/bench_models.py --write-docs"))
         print(f"rewrote {path}")
 
 

@@ -95,16 +95,19 @@ GENERATED_FILES = {"README.md": ("model table",), "docs/models.md": ("model tabl
                    "keras_regnet/__init__.py": ("builder imports",)}
 
 
-def markers(region: str, python: bool = False) -> tuple[str, str]:
+TABLES_COMMAND = "python -m keras_regnet.tables --write"
+
+
+def markers(region: str, python: bool = False, command: str = TABLES_COMMAND) -> tuple[str, str]:
     """The BEGIN/END lines around a generated region: HTML comments, or ``#`` in Python."""
-    begin, end = f"BEGIN GENERATED: {region} (python -m keras_regnet.tables --write)", \
-        f"END GENERATED: {region}"
+    begin, end = f"BEGIN GENERATED: {region} ({command})", f"END GENERATED: {region}"
     return (f"# {begin}", f"# {end}") if python else (f"<!-- {begin} -->", f"<!-- {end} -->")
 
 
-def replace_generated(text: str, region: str, table: str, python: bool = False) -> str:
+def replace_generated(text: str, region: str, table: str, python: bool = False,
+                      command: str = TABLES_COMMAND) -> str:
     """Replaces the region between a file's BEGIN/END markers with ``table``."""
-    begin, end = markers(region, python)
+    begin, end = markers(region, python, command)
     if begin not in text or end not in text:
         raise ValueError(f"document lacks the markers {begin!r} ... {end!r}")
     head, rest = text.split(begin, 1)
