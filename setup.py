@@ -30,6 +30,8 @@ EXTRAS = {
         "keras-hub>=0.21",
         # keras_hub's own model-test routines (keras_hub.src.tests.test_case) import it.
         "grain",
+        # A contender in benchmarks/bench_models.py (so the README's environment runs it all).
+        "kimm",
     ],
     # KerasHub: RegNetBackbone / RegNetImageClassifier, presets, `keras-regnet preset`.
     "hub": ["keras-hub>=0.21"],
@@ -42,7 +44,8 @@ EXTRAS = {
     # Writes the TF Serving warmup file on export.
     "serving": ["tensorflow-serving-api>=2.16"],
     # Anchors for benchmarks/.
-    "bench": ["tf-keras~=2.21.0"],
+    "bench": ["tf-keras~=2.21.0", "kimm", "keras-hub>=0.21", "timm>=1.0", "pycls==0.1.1",
+              "torch==2.14.1"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
