@@ -233,3 +233,19 @@ def _randomize_batch_norms(model) -> None:
             gamma, beta, mean, var = layer.get_weights()
             layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
                                rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
+
+
+@pytest.mark.slow
+def test_transfer_learning_example_runs_as_documented(tmp_path):
+    """`python training/transfer_learning.py` (docs/kerashub.md), shortened: it writes the
+    preset, fine-tunes through KerasHub's from_preset(num_classes=5) and reports both runs."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "transfer"
+    subprocess.run([sys.executable, os.path.join(root, "training", "transfer_learning.py"), "--out", str(out),
+                    "--source_epochs", "1", "--target_epochs", "1", "--shots", "2"],
+                   check=True, timeout=600, cwd=tmp_path)
+    result = json.loads((out / "transfer.json").read_text())
+    assert result["target_train_images"] == 10 and result["target_val_images"] > 100
+    for key in ("source_val_top1", "target_val_top1_from_preset", "target_val_top1_from_scratch"):
+        assert 0.0 <= result[key] <= 1.0
+    assert (out / "regnetx002_digits04" / "config.json").exists()
