@@ -38,6 +38,20 @@ def variant_params():
     return [pytest.param(name, id=name) for name in VARIANTS]
 
 
+def randomize_batch_norms(model, seed: int = 0) -> None:
+    """Gives every BatchNormalization of a Keras model random statistics and affine weights, so
+    that a test comparing outputs also checks what the BNs do (fresh ones are identities)."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
+                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
+
+
 def smallest_per_family() -> list[str]:
     """The cheapest X and Y model of the table (for tests that run many configurations)."""
     best: dict[bool, str] = {}

@@ -7,22 +7,13 @@ import numpy as np
 import pytest
 
 import keras_regnet
-from conftest import smallest_per_family
-
-
-def _randomize_batch_norms(model) -> None:
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
-                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
+from conftest import randomize_batch_norms, smallest_per_family
 
 
 @pytest.mark.parametrize("name", smallest_per_family())
 def test_folded_model_computes_the_same_logits_without_batch_norms(name):
     model = keras_regnet.RegNet(name, weights=None, classifier_activation=None, input_shape=(None, None, 3))
-    _randomize_batch_norms(model)
+    randomize_batch_norms(model)
     folded = keras_regnet.fold_batch_norms(model)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]

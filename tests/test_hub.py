@@ -18,7 +18,7 @@ test_case = pytest.importorskip("keras_hub.src.tests.test_case")
 import keras  # noqa: E402
 
 import keras_regnet  # noqa: E402
-from conftest import smallest_per_family  # noqa: E402
+from conftest import randomize_batch_norms, smallest_per_family  # noqa: E402
 from keras_regnet import cli, verify  # noqa: E402
 from keras_regnet.design.spec import AnyNetSpec  # noqa: E402
 from keras_regnet.hub import (  # noqa: E402
@@ -89,7 +89,7 @@ def test_spec_config_round_trips():
 def test_backbone_is_the_builder(name):
     """Same layers, same weights: a backbone holding a builder's weights gives its features."""
     builder = keras_regnet.RegNet(name, include_top=False, include_preprocessing=False)
-    _randomize_batch_norms(builder)
+    randomize_batch_norms(builder)
     backbone = RegNetBackbone(name)
     assert [layer.name for layer in backbone.layers] == [layer.name for layer in builder.layers]
     keras_regnet.hub.presets.copy_weights(builder, backbone)
@@ -225,14 +225,6 @@ def test_cli_preset_loads_through_keras_hub_in_fresh_processes(tmp_path):
         scale = float(np.max(np.abs(expected_features)))
         np.testing.assert_allclose(np.load(work / "features.npy"), expected_features, atol=1e-4 * scale)
 
-
-def _randomize_batch_norms(model) -> None:
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
-                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
 
 
 @pytest.mark.slow
