@@ -186,9 +186,7 @@ def keras_regnet_jax(name: str, batch: int, size: int):
 
     assert keras.backend.backend() == "jax"
     _keras_policy()
-    model = getattr(kr, name)(weights=None, input_shape=(size, size, 3))
-    infer, train = _keras_steps(model, batch, size)
-    return infer, train
+    return _keras_steps(getattr(kr, name)(weights=None, input_shape=(size, size, 3)), batch, size)
 
 
 CONTENDERS = {

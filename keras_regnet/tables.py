@@ -35,6 +35,10 @@ def model_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _top1_cell(ws) -> str:
+    return f"{ws.top1:.3f}" if ws.top1 is not None else "not recorded"
+
+
 def weights_table() -> str:
     """Markdown table of every registered weight set.
 
@@ -48,9 +52,8 @@ def weights_table() -> str:
     ]
     for ws in list_weights(print_table=False):
         t = ws.transform
-        top1 = f"{ws.top1:.3f}" if ws.top1 is not None else "not recorded"
         where = ", then ".join(f"[{d.source}]({d.url})" for d in ws.downloads)
-        lines.append(f"| `{ws.model}` | `{ws.tag}` | {top1} | resize {t.resize}, crop {t.crop}, "
+        lines.append(f"| `{ws.model}` | `{ws.tag}` | {_top1_cell(ws)} | resize {t.resize}, crop {t.crop}, "
                      f"{t.interpolation} | {ws.license} | {where} |")
     return "\n".join(lines) + "\n"
 
@@ -67,9 +70,8 @@ def preset_table() -> str:
         "|---|---|---|---:|---|---|---|",
     ]
     for ws in list_weights(print_table=False):
-        top1 = f"{ws.top1:.3f}" if ws.top1 is not None else "not recorded"
         opt_in = " --allow-non-commercial" if ws.non_commercial else ""
-        lines.append(f"| `{ws.preset_name}` | `{ws.model}` | `{ws.tag}` | {top1} | "
+        lines.append(f"| `{ws.preset_name}` | `{ws.model}` | `{ws.tag}` | {_top1_cell(ws)} | "
                      f"{ws.transform.crop}x{ws.transform.crop} | {ws.license} | `keras-regnet preset "
                      f"--model {ws.model} --weights {ws.tag} --output {ws.preset_name}{opt_in}` |")
     return "\n".join(lines) + "\n"

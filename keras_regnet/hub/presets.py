@@ -105,9 +105,10 @@ def write_preset(model: str, weights: str | os.PathLike | None, output: str | os
 
     output = os.path.abspath(os.fspath(output))
     name = get_variant(model).name
-    if is_tag(weights) and get_weight_set(name, weights).non_commercial and not allow_non_commercial:
+    weight_set = get_weight_set(name, weights) if is_tag(weights) else None
+    if weight_set is not None and weight_set.non_commercial and not allow_non_commercial:
         raise ValueError(
-            f"{name} weights {weights!r} are licensed {get_weight_set(name, weights).license}; pass "
+            f"{name} weights {weights!r} are licensed {weight_set.license}; pass "
             f"--allow-non-commercial (allow_non_commercial=True) to write a preset of them.")
     if os.path.isfile(output) or (os.path.isdir(output) and os.listdir(output) and not overwrite):
         raise FileExistsError(f"{output} already exists; choose another --output or pass --overwrite.")
