@@ -67,7 +67,7 @@ if _keras is not None:
         weights,
     )
     from keras_regnet.applications import RegNet
-    from keras_regnet.layers import FusedBatchNorm, GroupedConv2D
+    from keras_regnet.layers import FusedBatchNorm, GroupedConv2D, PointwiseConv2D
     from keras_regnet.folding import fold_batch_norms
     from keras_regnet.model import feature_pyramid
     from keras_regnet.preprocessing import decode_predictions, preprocess_input
@@ -115,5 +115,6 @@ if _keras is not None:
         from keras_regnet import hub  # noqa: F401 (public submodule)
 
 __all__ = ["AnyNetSpec", "RegNetSpec", "complexity", "get_spec", "list_models", "RegNet",
-           "FusedBatchNorm", "GroupedConv2D", "feature_pyramid", "fold_batch_norms", "decode_predictions",
+           "FusedBatchNorm", "GroupedConv2D", "PointwiseConv2D",
+           "feature_pyramid", "fold_batch_norms", "decode_predictions",
            "preprocess_input", "list_weights", *VARIANTS]

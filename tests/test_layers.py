@@ -1,4 +1,5 @@
-"""The package's grouped convolution: exact, differentiable, and free of XLA on TensorFlow."""
+"""The package's convolutions: the grouped one exact, differentiable and free of XLA on TensorFlow;
+the 1x1 one training with matmul gradients that equal the convolution's."""
 
 from __future__ import annotations
 
@@ -78,6 +79,55 @@ def test_mixed_precision_grouped_conv_trains(dtype):
     assert y.dtype == dtype.split("_")[1]
     scale = float(np.max(np.abs(grads[0])))
     np.testing.assert_allclose(grads[1], grads[0], atol=0.05 * scale)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("use_bias, activation", [(False, None), (True, "relu")])
+def test_pointwise_conv_trains_like_keras_conv2d(policy, use_bias, activation):
+    """The matmul gradients equal TensorFlow's convolution gradients (x, kernel, bias)."""
+    import tensorflow as tf
+
+    from keras_regnet.layers import PointwiseConv2D
+
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.normal(size=(3, 5, 7, 12)).astype("float32"))
+    ours = PointwiseConv2D(10, 1, use_bias=use_bias, activation=activation, dtype=policy)
+    stock = keras.layers.Conv2D(10, 1, use_bias=use_bias, activation=activation, dtype=policy)
+    for layer in (ours, stock):
+        layer.build(x.shape)
+    stock.set_weights([rng.normal(size=w.shape).astype("float32") for w in stock.get_weights()])
+    ours.set_weights(stock.get_weights())
+    results = []
+    for layer in (ours, stock):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, "float32") ** 2)
+        results.append([y, *tape.gradient(loss, [x, *(w.value for w in layer.trainable_weights)])])
+    assert results[0][0].dtype == results[1][0].dtype
+    rtol = 1e-5 if policy == "float32" else 2e-2  # bfloat16 keeps 8 significant bits
+    for a, b in zip(*results):
+        a, b = np.asarray(a, "float32"), np.asarray(b, "float32")
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * float(np.max(np.abs(b))))
+
+
+def test_pointwise_conv_custom_gradient_only_in_training():
+    """Inference keeps the plain conv, which TensorFlow fuses with what follows; the custom
+    gradient (an IdentityN in the graph) appears in training only, proving the check can fail."""
+    import tensorflow as tf
+
+    from keras_regnet.layers import PointwiseConv2D
+
+    layer = PointwiseConv2D(4, 1)
+    x = tf.ones((1, 3, 3, 2))
+    layer.build(x.shape)
+
+    def op_types(training: bool) -> set:
+        graph = tf.function(lambda t: layer(t, training=training)).get_concrete_function(x).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "Conv2D" in op_types(False) and "IdentityN" not in op_types(False)
+    assert "IdentityN" in op_types(True)
 
 
 def _saved_model_bytes(model: keras.Model, path: pathlib.Path) -> bytes:
