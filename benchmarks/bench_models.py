@@ -202,7 +202,8 @@ CONTENDERS = {
 }
 
 
-XLA_CONTENDERS = {"tf_keras_stock", "kimm"}
+# Keras's XLA grouped conv on a CPU: minutes per RegNetY032 train step.
+XLA_CONTENDERS = {"tf_keras_stock", "kimm", "keras_regnet_jax"}
 
 
 def matmul_gflops() -> float:
@@ -276,7 +277,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--xla-models", nargs="*", default=["RegNetX004"],
-                        help="the models the XLA-grouped-conv contenders (stock tf-keras, kimm) run: "
+                        help="the models the XLA-grouped-conv contenders (stock tf-keras, kimm, JAX) run: "
                              "a RegNetY032 train step takes minutes there")
     parser.add_argument("--write-docs", action="store_true", help="rewrite the table in docs/performance.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
