@@ -1,7 +1,10 @@
 """Batch-norm folding for inference: every BN that follows a convolution becomes part of it.
 
 At inference a BN is a per-channel affine map, ``y = (x - mean) * gamma / sqrt(var + eps) +
-beta``; folded into the preceding conv's kernel and bias it costs nothing. TensorFlow's graph
+beta``; folded into the preceding conv's kernel and bias it costs nothing. The input
+normalisation's division by the std goes into the stem's kernel too: only the mean
+subtraction stays (a ``Rescaling`` offset), so that the zero padding still pads with the
+mean. TensorFlow's graph
 optimiser fuses some of these on its own, not all: folding gave RegNetX004 +12% inference
 images/s on a 2-core AVX2 EPYC (59 -> 66). Used by :mod:`keras_regnet.export`.
 """
@@ -25,6 +28,25 @@ def _foldable_pairs(model: keras.Model) -> dict[str, keras.layers.Layer]:
     return pairs
 
 
+def _normalized_convs(model: keras.Model) -> dict[str, tuple[str, np.ndarray]]:
+    """conv name -> (the Normalization that alone feeds it, through zero padding only; its
+    per-input-channel divisor)."""
+    found = {}
+    for layer in model.layers:
+        config = layer.get_config()
+        if (not isinstance(layer, keras.layers.Normalization) or config.get("invert")
+                or config.get("variance") is None or tuple(config["axis"]) != (-1,)
+                or len(layer._outbound_nodes) != 1):
+            continue
+        consumer = layer._outbound_nodes[0].operation
+        while isinstance(consumer, keras.layers.ZeroPadding2D) and len(consumer._outbound_nodes) == 1:
+            consumer = consumer._outbound_nodes[0].operation
+        if isinstance(consumer, keras.layers.Conv2D) and consumer.groups == 1:
+            divisor = np.maximum(np.sqrt(np.asarray(config["variance"], "float64")), keras.backend.epsilon())
+            found[consumer.name] = (layer.name, divisor.reshape(-1))
+    return found
+
+
 def fold_batch_norms(model: keras.Model) -> keras.Model:
     """An inference copy of ``model`` with every conv -> BN pair folded into one conv.
 
@@ -39,6 +61,8 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
         False
     """
     pairs = _foldable_pairs(model)
+    normalized = _normalized_convs(model)
+    unit_variance = {norm for norm, _ in normalized.values()}
     folded_bns = {bn.name for bn in pairs.values()}
     tensors: dict[int, object] = {}
     inputs = []
@@ -61,7 +85,13 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
         config = layer.get_config()
         if layer.name in pairs:
             config["use_bias"] = True
-        clone = type(layer).from_config(config)
+        if layer.name in unit_variance:
+            # The conv it feeds divides by the std instead; what is left, x - mean, is one
+            # add (Normalization would still divide, by ones: 3% of RegNetX004's inference).
+            offset = [-float(m) for m in np.ravel(config["mean"])]
+            clone = keras.layers.Rescaling(1.0, offset=offset, dtype=layer.dtype_policy, name=layer.name)
+        else:
+            clone = type(layer).from_config(config)
         args, kwargs = keras.tree.map_structure(
             lambda t: tensors[id(t)] if isinstance(t, keras.KerasTensor) else t,
             (node.arguments.args, node.arguments.kwargs))
@@ -76,6 +106,10 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
         weights = model.get_layer(name).get_weights()
         if name in pairs:
             weights = _fold(weights, pairs[name])
+        if name in normalized:  # kernel [kh, kw, in, out]: scale the input channels
+            kernel, *rest = weights
+            divisor = normalized[name][1].reshape(1, 1, -1, 1)
+            weights = [(np.asarray(kernel, "float64") / divisor).astype("float32"), *rest]
         clone.set_weights(weights)
     return folded
 

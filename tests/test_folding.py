@@ -18,6 +18,8 @@ def test_folded_model_computes_the_same_logits_without_batch_norms(name):
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert all(folded.get_layer(conv).use_bias for conv in convs)  # every conv took its BN in
+    # The input normalisation's division went into the stem (at the borders too: 96x80 below).
+    assert not any(isinstance(layer, keras.layers.Normalization) for layer in folded.layers)
     x = np.random.default_rng(1).uniform(0, 255, (2, 96, 80, 3)).astype("float32")
     np.testing.assert_allclose(folded(x), model(x, training=False), rtol=0, atol=1e-4)
 
