@@ -4,9 +4,9 @@ At inference a BN is a per-channel affine map, ``y = (x - mean) * gamma / sqrt(v
 beta``; folded into the preceding conv's kernel and bias it costs nothing. The input
 normalisation's division by the std goes into the stem's kernel too: only the mean
 subtraction stays (a ``Rescaling`` offset), so that the zero padding still pads with the
-mean. TensorFlow's graph
-optimiser fuses some of these on its own, not all: folding gave RegNetX004 +12% inference
-images/s on a 2-core AVX2 EPYC (59 -> 66). Used by :mod:`keras_regnet.export`.
+mean. TensorFlow's graph optimiser fuses some of these on its own, not all: folding gave
+RegNetX004 +12% inference images/s on a 2-core AVX2 EPYC (59 -> 66). Used by
+:mod:`keras_regnet.export`.
 """
 
 from __future__ import annotations

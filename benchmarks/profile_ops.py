@@ -1,0 +1,189 @@
+"""Where a train (or inference) step's time goes: keras_regnet on TensorFlow beside pycls on PyTorch.
+
+Each side runs in its own interpreter and is traced by its framework's profiler (TensorFlow's
+with one inter-op thread, so that op times add up to the step instead of overlapping); op
+times are grouped into the same classes on both sides and printed as milliseconds per step.
+The convolution kernels are oneDNN's on both sides: this says which class of work differs.
+
+    python benchmarks/profile_ops.py --model RegNetX004
+    python benchmarks/profile_ops.py --model RegNetX004 --mode infer --folded
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CLASSES = ("conv forward", "conv gradients", "matmul", "batch norm", "batch norm gradient",
+           "relu gradient", "pad / slice", "other")
+
+
+def tf_class(op_type: str) -> str:
+    """An op type as TensorFlow's CPU profile names it (oneDNN prefixes included) -> class."""
+    if "Backprop" in op_type and "Conv2D" in op_type:
+        return "conv gradients"
+    if "Conv2D" in op_type:
+        return "conv forward"
+    if "MatMul" in op_type:
+        return "matmul"
+    if "BatchNormGrad" in op_type:
+        return "batch norm gradient"
+    if "BatchNorm" in op_type:
+        return "batch norm"
+    if op_type == "ReluGrad":
+        return "relu gradient"
+    if op_type in ("Pad", "Slice"):
+        return "pad / slice"
+    return "other"
+
+
+def torch_class(op_name: str) -> str:
+    """A PyTorch profiler ``aten::`` op (self time) -> class."""
+    return {"aten::convolution_backward": "conv gradients", "aten::mkldnn_convolution": "conv forward",
+            "aten::native_batch_norm_backward": "batch norm gradient",
+            "aten::native_batch_norm": "batch norm", "aten::threshold_backward": "relu gradient",
+            "aten::addmm": "matmul", "aten::mm": "matmul"}.get(op_name, "other")
+
+
+def _tf_op_times(logdir: str, steps: int) -> dict:
+    """Per-class milliseconds per step from the TF profiler's XSpace (ops are 'name:Type' events
+    on the executor threads)."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    trace = sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]
+    space.ParseFromString(pathlib.Path(trace).read_bytes())
+    totals: collections.Counter = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name and "::" not in name:
+                    totals[tf_class(name.rsplit(":", 1)[1])] += event.duration_ps / 1e9 / steps
+    return dict(totals)
+
+
+def keras_regnet_worker(model_name: str, mode: str, folded: bool, batch: int, steps: int) -> dict:
+    # keras_regnet first: it turns on TensorFlow's oneDNN kernels, which load with TensorFlow.
+    import keras_regnet  # noqa: I001
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    model = getattr(keras_regnet, model_name)(weights=None)
+    if folded:
+        model = keras_regnet.fold_batch_norms(model)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (batch, 224, 224, 3)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 1000, (batch,))
+    step = (lambda: model.train_on_batch(x, y)) if mode == "train" else (lambda: model.predict_on_batch(x))
+    for _ in range(2):
+        step()
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        wall = (time.perf_counter() - start) / steps * 1000
+        tf.profiler.experimental.stop()
+        return {"wall": wall, "classes": _tf_op_times(logdir, steps)}
+
+
+def pycls_worker(model_name: str, mode: str, batch: int, steps: int) -> dict:
+    import torch
+
+    from keras_regnet.verify import build_reference
+
+    model = build_reference(model_name, "pycls").to(memory_format=torch.channels_last)
+    x = torch.rand(batch, 3, 224, 224).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        if mode == "infer":
+            model.eval()
+            with torch.inference_mode():
+                model(x)
+            return
+        model.train()
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        wall = (time.perf_counter() - start) / steps * 1000
+    totals: collections.Counter = collections.Counter()
+    for event in profile.key_averages():
+        totals[torch_class(event.key)] += event.self_cpu_time_total / 1000 / steps
+    return {"wall": wall, "classes": dict(totals)}
+
+
+def _run(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(ours: dict, theirs: dict) -> str:
+    rows = ["| class | keras_regnet ms/step | pycls ms/step | ours / pycls |", "|---|---:|---:|---:|"]
+    for name in CLASSES:
+        a, b = ours["classes"].get(name, 0.0), theirs["classes"].get(name, 0.0)
+        ratio = f"{a / b:.2f}" if b else "-"
+        rows.append(f"| {name} | {a:.0f} | {b:.0f} | {ratio} |")
+    a, b = sum(ours["classes"].values()), sum(theirs["classes"].values())
+    rows.append(f"| all ops | {a:.0f} | {b:.0f} | {a / b:.2f} |")
+    a, b = ours["wall"], theirs["wall"]
+    rows.append(f"| step, wall clock (profiled) | {a:.0f} | {b:.0f} | {a / b:.2f} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="RegNetX004")
+    parser.add_argument("--mode", choices=("train", "infer"), default="train")
+    parser.add_argument("--folded", action="store_true",
+                        help="profile the BN-folded model (what export serves)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--worker", choices=("keras_regnet", "pycls"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    if args.worker == "keras_regnet":
+        print(json.dumps(keras_regnet_worker(args.model, args.mode, args.folded, args.batch, args.steps)))
+        return
+    if args.worker == "pycls":
+        print(json.dumps(pycls_worker(args.model, args.mode, args.batch, args.steps)))
+        return
+
+    from bench_models import cpu_model
+
+    common = ["--model", args.model, "--mode", args.mode, "--batch", str(args.batch),
+              "--steps", str(args.steps)]
+    ours = _run(["--worker", "keras_regnet", *common, *(["--folded"] if args.folded else [])])
+    theirs = _run(["--worker", "pycls", *common])
+    print(f"CPU: {cpu_model()}. {args.model} {args.mode} step, batch {args.batch}, 224x224, "
+          f"{'BN folded, ' if args.folded else ''}mean over {args.steps} profiled steps after 2 "
+          f"warm-up ones.\n")
+    print(table(ours, theirs))
+
+
+if __name__ == "__main__":
+    main()
