@@ -227,9 +227,10 @@ def worker(contender: str, name: str, batch: int, size: int, warmup: int, repeat
             "train": _median_rate(train_step, batch, warmup, repeats) if train_step else None}
 
 
-def _run(args: list[str], env: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                         env={**os.environ, **env})
+def run_worker(args: list[str], env: dict | None = None, script: str = __file__) -> dict:
+    """Runs ``script`` with ``args`` in a fresh interpreter; its last stdout line, as JSON."""
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
     if out.returncode:
         last = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"
         raise RuntimeError(last)
@@ -295,7 +296,7 @@ def main() -> None:
     from keras_regnet.variants import get_spec
 
     cpu = cpu_model()
-    matmul = _run(["--worker", "matmul"], {})["gflops"]
+    matmul = run_worker(["--worker", "matmul"], {})["gflops"]
     print(f"CPU: {cpu}; fp32 matmul (TensorFlow, 2048^2): {matmul:.0f} GFLOP/s", flush=True)
     flops = {name: count(get_spec(name))["flops"] for name in args.models}
     runs: dict = {name: {c: [] for c in args.contenders} for name in args.models}
@@ -308,7 +309,7 @@ def main() -> None:
                 common = ["--models", name, "--batch", str(args.batch), "--size", str(args.size),
                           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
                 try:
-                    result = _run(["--worker", contender, *common], CONTENDERS[contender][1])
+                    result = run_worker(["--worker", contender, *common], CONTENDERS[contender][1])
                 except RuntimeError as err:
                     print(f"  {name} {contender}: unavailable ({err})", flush=True)
                     continue

@@ -17,7 +17,6 @@ import glob
 import json
 import os
 import pathlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -75,71 +74,48 @@ def _tf_op_times(logdir: str, steps: int) -> dict:
     return dict(totals)
 
 
+def _timed(step, steps: int) -> float:
+    """Milliseconds per call of ``step`` over ``steps`` calls."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps * 1000
+
+
 def keras_regnet_worker(model_name: str, mode: str, folded: bool, batch: int, steps: int) -> dict:
     # keras_regnet first: it turns on TensorFlow's oneDNN kernels, which load with TensorFlow.
-    import keras_regnet  # noqa: I001
-    import numpy as np
+    import keras_regnet  # noqa: I001, F401
     import tensorflow as tf
 
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    model = getattr(keras_regnet, model_name)(weights=None)
-    if folded:
-        model = keras_regnet.fold_batch_norms(model)
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    x = np.random.default_rng(0).uniform(0, 255, (batch, 224, 224, 3)).astype("float32")
-    y = np.random.default_rng(1).integers(0, 1000, (batch,))
-    step = (lambda: model.train_on_batch(x, y)) if mode == "train" else (lambda: model.predict_on_batch(x))
+    import bench_models
+
+    tf.config.threading.set_inter_op_parallelism_threads(1)  # before the runtime starts
+    contender = bench_models.keras_regnet_folded if folded else bench_models.keras_regnet
+    infer, train = contender(model_name, batch, 224)
+    step = train if mode == "train" else infer
     for _ in range(2):
         step()
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        wall = (time.perf_counter() - start) / steps * 1000
+        wall = _timed(step, steps)
         tf.profiler.experimental.stop()
         return {"wall": wall, "classes": _tf_op_times(logdir, steps)}
 
 
 def pycls_worker(model_name: str, mode: str, batch: int, steps: int) -> dict:
+    import bench_models
     import torch
 
-    from keras_regnet.verify import build_reference
-
-    model = build_reference(model_name, "pycls").to(memory_format=torch.channels_last)
-    x = torch.rand(batch, 3, 224, 224).to(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-
-    def step():
-        if mode == "infer":
-            model.eval()
-            with torch.inference_mode():
-                model(x)
-            return
-        model.train()
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
+    infer, train = bench_models.pycls(model_name, batch, 224)
+    step = train if mode == "train" else infer
     for _ in range(2):
         step()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        wall = (time.perf_counter() - start) / steps * 1000
+        wall = _timed(step, steps)
     totals: collections.Counter = collections.Counter()
     for event in profile.key_averages():
         totals[torch_class(event.key)] += event.self_cpu_time_total / 1000 / steps
     return {"wall": wall, "classes": dict(totals)}
-
-
-def _run(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def table(ours: dict, theirs: dict) -> str:
@@ -165,6 +141,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--worker", choices=("keras_regnet", "pycls"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.folded and args.mode == "train":
+        parser.error("--folded is inference only (the folded model has no batch norms to train)")
     sys.path.insert(0, str(ROOT))
     if args.worker == "keras_regnet":
         print(json.dumps(keras_regnet_worker(args.model, args.mode, args.folded, args.batch, args.steps)))
@@ -173,12 +151,13 @@ def main() -> None:
         print(json.dumps(pycls_worker(args.model, args.mode, args.batch, args.steps)))
         return
 
-    from bench_models import cpu_model
+    from bench_models import cpu_model, run_worker
 
     common = ["--model", args.model, "--mode", args.mode, "--batch", str(args.batch),
               "--steps", str(args.steps)]
-    ours = _run(["--worker", "keras_regnet", *common, *(["--folded"] if args.folded else [])])
-    theirs = _run(["--worker", "pycls", *common])
+    ours = run_worker(["--worker", "keras_regnet", *common, *(["--folded"] if args.folded else [])],
+                      script=__file__)
+    theirs = run_worker(["--worker", "pycls", *common], script=__file__)
     print(f"CPU: {cpu_model()}. {args.model} {args.mode} step, batch {args.batch}, 224x224, "
           f"{'BN folded, ' if args.folded else ''}mean over {args.steps} profiled steps after 2 "
           f"warm-up ones.\n")

@@ -33,9 +33,10 @@ def _normalized_convs(model: keras.Model) -> dict[str, tuple[str, np.ndarray]]:
     per-input-channel divisor)."""
     found = {}
     for layer in model.layers:
+        if not isinstance(layer, keras.layers.Normalization):
+            continue
         config = layer.get_config()
-        if (not isinstance(layer, keras.layers.Normalization) or config.get("invert")
-                or config.get("variance") is None or tuple(config["axis"]) != (-1,)
+        if (config.get("invert") or config.get("variance") is None or tuple(config["axis"]) != (-1,)
                 or len(layer._outbound_nodes) != 1):
             continue
         consumer = layer._outbound_nodes[0].operation
