@@ -61,6 +61,9 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
         >>> any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
         False
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"fold_batch_norms takes a Keras model (e.g. keras_regnet.RegNetX002()), "
+                        f"got {type(model).__name__}.")
     pairs = _foldable_pairs(model)
     normalized = _normalized_convs(model)
     unit_variance = {norm for norm, _ in normalized.values()}

@@ -30,3 +30,8 @@ def test_folding_refuses_a_layer_called_twice():
     model = keras.Model(inputs, conv(conv(inputs)))
     with pytest.raises(ValueError, match="called 2 times"):
         keras_regnet.fold_batch_norms(model)
+
+
+def test_folding_names_what_it_needs_when_given_a_model_name():
+    with pytest.raises(TypeError, match="takes a Keras model"):
+        keras_regnet.fold_batch_norms("RegNetX002")
