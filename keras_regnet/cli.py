@@ -100,35 +100,46 @@ def _convert(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from keras_regnet import export
-    from keras_regnet.applications import RegNet
+    from keras_regnet import export, formats
+    from keras_regnet.deployable import load_deployable
     from keras_regnet.preprocessing import EvalTransform
-    from keras_regnet.variants import get_variant
-    from keras_regnet.weight_table import get_weight_set
-    from keras_regnet.weights import is_tag
 
-    name = get_variant(args.model).name
+    fmt = "litert" if args.format == "tflite" else args.format
+    if args.top_k < 1:
+        raise ValueError(f"--top_k must be a positive integer, got {args.top_k}.")
+    if args.quantize != "none" and fmt != "litert":
+        raise ValueError(f"--quantize {args.quantize} applies to --format litert only.")
+    transform = EvalTransform.parse(args.eval_transform) if args.eval_transform else None
     weights = None if args.weights == "none" else args.weights
-    transform = get_weight_set(name, weights).transform if is_tag(weights) else EvalTransform()
-    model = RegNet(name, weights=weights, input_shape=(None, None, 3))
-    if args.format == "saved_model":
-        start = time.perf_counter()
-        path = export.export_saved_model(model, args.output, args.version,
-                                         model_name=args.name or name.lower(), transform=transform,
+    target = load_deployable(weights, args.model, classes=args.classes, transform=transform,
+                             labels=args.labels)
+    transform = target.transform
+    start = time.perf_counter()
+    if fmt == "saved_model":
+        path = export.export_saved_model(target.model, args.output, args.version,
+                                         model_name=args.name or target.name.lower(),
+                                         class_names=target.class_names, transform=transform,
                                          top_k=args.top_k, overwrite=args.overwrite,
                                          max_pixels=args.max_pixels)
         print(f"wrote SavedModel {path} in {time.perf_counter() - start:.1f} s (signatures "
-              f"{export.SIGNATURE_IMAGES}, {export.SIGNATURE_BYTES}; eval transform resize "
-              f"{transform.resize}, crop {transform.crop}, {transform.interpolation})")
+              f"{export.SIGNATURE_IMAGES}, {export.SIGNATURE_BYTES}; {len(target.class_names)} "
+              f"classes; eval transform resize {transform.resize}, crop {transform.crop}, "
+              f"{transform.interpolation})")
         return 0
-    path = args.output if args.output.endswith(".tflite") else os.path.join(
-        args.output, f"{name}{'_' + args.quantize if args.quantize != 'none' else ''}.tflite")
-    export.export_tflite(model, path, quantize=args.quantize, overwrite=args.overwrite,
-                         image_size=transform.crop)
+    suffix = f"_{args.quantize}" if args.quantize != "none" else ""
+    path = formats.artifact_path(args.output, f"{target.name}{suffix}", fmt)
+    if fmt == "litert":
+        export.export_tflite(target.model, path, quantize=args.quantize, overwrite=args.overwrite,
+                             image_size=transform.crop)
+    else:
+        formats.export_keras_format(export.fold_for_inference(target.model), path, fmt,
+                                    overwrite=args.overwrite)
     images = np.random.default_rng(0).uniform(0, 255, (1, transform.crop, transform.crop, 3))
-    drift = export.tflite_max_difference(path, model, images.astype("float32"))
-    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB); max |probability difference| "
-          f"against the Keras model: {drift:.3g}")
+    drift = float(np.max(np.abs(formats.run_artifact(path, images.astype("float32"))
+                                - np.asarray(target.model(images.astype("float32"), training=False)))))
+    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s; "
+          f"input RGB 0-255 [batch, height, width, 3] -> probabilities over "
+          f"{len(target.class_names)} classes; max |difference| against the Keras model: {drift:.3g}")
     return 0
 
 
@@ -195,15 +206,24 @@ def main(argv: list[str] | None = None) -> int:
                          help="compare logits with the reference PyTorch model (needs torch)")
     convert.add_argument("--tolerance", type=float, default=1e-4)
     convert.set_defaults(func=_convert)
-    exp = sub.add_parser("export", help="SavedModel for TF Serving, or TFLite")
-    exp.add_argument("--model", required=True, help="e.g. RegNetY032")
+    exp = sub.add_parser("export", help="SavedModel for TF Serving, ONNX, LiteRT or OpenVINO")
+    exp.add_argument("--model", help="e.g. RegNetY032 (not needed for a .keras file or a run directory)")
     exp.add_argument("--weights", default="imagenet",
-                     help="imagenet, none, a weight tag, or a weights file path")
+                     help="imagenet, none, a weight tag, a weights file, a .keras model, or a "
+                          "trainer's model directory (runs/demo)")
+    exp.add_argument("--classes", type=int, help="classes of the weights' head (default: the "
+                     "run's, else 1000)")
+    exp.add_argument("--eval-transform", "--eval_transform", dest="eval_transform",
+                     help="RESIZE/CROP INTERPOLATION for encoded images, e.g. '37/32 bilinear'; "
+                          "default: the weight tag's or run's, else '256/224 bilinear'")
+    exp.add_argument("--labels", help="class names, one per line (default: the run's, ImageNet's "
+                     "for 1000 classes, else class_0 ...)")
     exp.add_argument("--output", required=True,
-                     help="model base directory (SavedModel goes to OUTPUT/VERSION), or a .tflite path")
+                     help="SavedModel: the model base directory (written to OUTPUT/VERSION); other "
+                          "formats: a folder, or the file's path")
     exp.add_argument("--version", type=int, default=1)
     exp.add_argument("--format", choices=FORMATS, default="saved_model")
-    exp.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="TFLite only")
+    exp.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="LiteRT only")
     exp.add_argument("--top_k", type=int, default=5)
     exp.add_argument("--name", help="served model name used in the warmup requests")
     exp.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,

@@ -34,7 +34,8 @@ SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "serving_bytes"
 LABELS_FILE = "labels.txt"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-FORMATS = ("saved_model", "tflite")
+# "tflite" is LiteRT's file format under its former name, kept for existing scripts.
+FORMATS = ("saved_model", "onnx", "litert", "openvino", "tflite")
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40 MP photo decodes to 120 MB; the crop costs far less
 QUANTIZATIONS = ("none", "dynamic")
 
@@ -61,10 +62,12 @@ def _serving_module(model, class_names: Sequence[str], transform: EvalTransform,
         return {"probabilities": probabilities, "scores": scores,
                 "classes": tf.cast(indices, tf.int64), "class_names": tf.gather(names, indices)}
 
-    def decode(encoded):
-        # The header's size is checked before decoding; then THE eval transform, the one the
-        # trainer evaluates with, computed for the crop's pixels only.
-        return eval_crop(decode_rgb(encoded, max_pixels), transform)
+    def decode(encoded_and_index):
+        # The header's size is checked before decoding (an error names the image's index in
+        # the batch); then THE eval transform, the one the trainer evaluates with, computed
+        # for the crop's pixels only.
+        encoded, index = encoded_and_index
+        return eval_crop(decode_rgb(encoded, max_pixels, index=index), transform)
 
     module = tf.Module()
     # Track the backend tf.Variables themselves: restoring through the Keras wrappers alone
@@ -78,8 +81,11 @@ def _serving_module(model, class_names: Sequence[str], transform: EvalTransform,
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
-        images = tf.map_fn(decode, image_bytes,
-                           fn_output_signature=tf.TensorSpec([crop, crop, 3], tf.float32))
+        # One image at a time: a request's memory is bounded by its largest image, not by
+        # ten of them decoded side by side (map_fn's default in a graph).
+        images = tf.map_fn(decode, (image_bytes, tf.range(tf.size(image_bytes))),
+                           fn_output_signature=tf.TensorSpec([crop, crop, 3], tf.float32),
+                           parallel_iterations=1)
         return predict(images)
 
     module.serve_images, module.serve_bytes = serve_images, serve_bytes
@@ -158,7 +164,7 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
                          f"{transform.crop**2:,} pixels, got {max_pixels!r}.")
     target = _version_dir(output, version, overwrite)
     # Served models only infer: BNs folded into their convs are free (+12% on RegNetX004).
-    model = fold_batch_norms(model)
+    model = fold_for_inference(model)
     classes = int(model.output_shape[-1])
     if class_names is None:
         if classes == 1000:
@@ -187,47 +193,59 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
     return target
 
 
+def fold_for_inference(model):
+    """The folded copy of ``model``, or ``model`` itself (with a warning) where it cannot be
+    copied (a subclassed model): exporting never fails for want of folding."""
+    try:
+        return fold_batch_norms(model)
+    except ValueError as err:
+        log.warning("exporting %s without folding its batch norms: %s", model.name, err)
+        return model
+
+
 def export_tflite(model, path: str, quantize: str = "none", overwrite: bool = False,
                   image_size: int = 224) -> str:
-    """Writes a ``.tflite`` file (input float32 ``[1, size, size, 3]`` RGB 0-255 -> probabilities).
+    """Writes a LiteRT ``.tflite`` file of the folded model (RGB 0-255 -> probabilities).
 
-    ``quantize="dynamic"`` stores weights as int8 (dynamic-range quantization).
+    ``quantize="none"``: float32, dynamic batch, height and width (Keras's ``litert`` export).
+    ``quantize="dynamic"``: weights stored as int8 (dynamic-range quantisation), input fixed
+    at ``[1, image_size, image_size, 3]``.
     """
     import tensorflow as tf
 
+    from keras_regnet.formats import quiet_converters, export_keras_format
+
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}.")
+    if quantize == "none":
+        return export_keras_format(fold_for_inference(model), path, "litert", overwrite=overwrite)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite).")
 
     import keras
 
-    # A fixed [1, size, size, 3] input: TFLite wants static shapes. The converter's Keras path
-    # freezes the weights into constants (and folds batch norm into the convs).
+    # A fixed [1, size, size, 3] input: the quantising converter wants static shapes.
+    folded = fold_for_inference(model)
     inputs = keras.Input((image_size, image_size, 3), batch_size=1, name="images")
-    fixed = keras.Model(inputs, model(inputs, training=False))
+    fixed = keras.Model(inputs, folded(inputs, training=False))
     converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
-    if quantize == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    flatbuffer = converter.convert()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with quiet_converters():
+        flatbuffer = converter.convert()
     with atomic_path(path, suffix=".tflite") as tmp, open(tmp, "wb") as f:
         f.write(flatbuffer)
     return path
 
 
 def tflite_max_difference(path: str, model, images: np.ndarray) -> float:
-    """max |output difference| between a .tflite file and the Keras model, image by image."""
-    import tensorflow as tf
+    """max |output difference| between a .tflite file (run by LiteRT) and the Keras model,
+    image by image."""
+    from keras_regnet.formats import run_artifact
 
-    interpreter = tf.lite.Interpreter(model_path=path)
-    interpreter.allocate_tensors()
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     worst = 0.0
     for image in images:
-        interpreter.set_tensor(inp["index"], image[None].astype("float32"))
-        interpreter.invoke()
         expected = np.asarray(model(image[None], training=False))
-        diff = np.abs(interpreter.get_tensor(out["index"]) - expected)
+        diff = np.abs(run_artifact(path, image[None]) - expected)
         worst = max(worst, float(np.max(diff)) if np.all(np.isfinite(diff)) else float("inf"))
     return worst
 

@@ -10,6 +10,7 @@ import functools
 import warnings
 
 import keras
+import numpy as np
 
 from keras_regnet.design.spec import Block
 
@@ -46,6 +47,26 @@ class GroupedConv2D(keras.layers.Conv2D):
         >>> tuple(layer(keras.ops.ones((1, 8, 8, 64))).shape)
         (1, 8, 8, 64)
     """
+
+    def call(self, inputs):
+        if keras.backend.backend() != "tensorflow" or self.groups == 1:
+            return super().call(inputs)
+        import tensorflow as tf
+
+        # What follows the grouped conv must never be fused into it by TensorFlow's graph
+        # optimiser (grappler's remapper): its _FusedConv2D (conv + BiasAdd / FusedBatchNorm /
+        # ReLU) has no grouped kernel without oneDNN, so a SavedModel written where oneDNN is on
+        # would fail where it is off (TF Serving, AVX2 CPUs). The remapper takes a bias given
+        # as AddV2 (not BiasAdd) only when oneDNN is on, whose fused kernel handles groups; a
+        # conv with no bias is followed by an EnsureShape, which nothing fuses with.
+        outputs = self.convolution_op(inputs, self.kernel)
+        if self.use_bias:
+            bias = self.bias if self.data_format == "channels_last" else tf.reshape(
+                self.bias, [1, self.filters, 1, 1])
+            outputs = tf.math.add(outputs, tf.cast(bias, outputs.dtype))
+        else:
+            outputs = tf.ensure_shape(outputs, outputs.shape)
+        return self.activation(outputs) if self.activation is not None else outputs
 
     def convolution_op(self, inputs, kernel):
         if keras.backend.backend() != "tensorflow" or self.groups == 1:
@@ -214,6 +235,39 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
             self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
             self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
         return tf.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_regnet")
+class ImageNormalization(keras.layers.Normalization):
+    """``keras.layers.Normalization`` with fixed statistics that exports as constants.
+
+    Keras's layer keeps the mean and variance given to it as tensors that a traced function
+    captures: ONNX export (tf2onnx) then turns them into graph inputs a runtime asks the
+    caller for. This layer computes with NumPy constants instead, so every exporter writes
+    them into the graph; the result is the same, ``(x - mean) / max(sqrt(variance), eps)``.
+
+    Example:
+        >>> norm = ImageNormalization(mean=[127.5] * 3, variance=[127.5**2] * 3)
+        >>> [float(v) for v in norm(np.full((1, 1, 1, 3), 255.0, "float32"))[0, 0, 0]]
+        [1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, mean, variance, axis=-1, **kwargs):
+        if mean is None or variance is None or kwargs.get("invert"):
+            raise ValueError("ImageNormalization needs fixed mean and variance (and no invert); "
+                             "use keras.layers.Normalization to adapt() statistics.")
+        super().__init__(axis=axis, mean=mean, variance=variance, **kwargs)
+
+    def call(self, inputs):
+        ndim = len(inputs.shape)
+        kept = [inputs.shape[d] for d in self._keep_axis]  # build() made the axes positive
+        shape = [inputs.shape[d] if d in self._keep_axis else 1 for d in range(ndim)]
+        mean = np.broadcast_to(np.asarray(self.input_mean, "float32"), kept).reshape(shape)
+        variance = np.broadcast_to(np.asarray(self.input_variance, "float32"), kept).reshape(shape)
+        std = np.maximum(np.sqrt(variance), np.float32(keras.backend.epsilon()))
+        x = keras.ops.cast(inputs, self.compute_dtype)
+        return keras.ops.divide(keras.ops.subtract(x, mean.astype(self.compute_dtype)),
+                                std.astype(self.compute_dtype))
 
 
 def _bn(name: str, dtype=None) -> keras.layers.Layer:

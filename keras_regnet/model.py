@@ -105,7 +105,7 @@ def build(spec: str | RegNetSpec | AnyNetSpec, include_top: bool = True,
         inputs = keras.Input(tensor=input_tensor, shape=shape, name="image")
     x = inputs
     if include_preprocessing:
-        x = keras.layers.Normalization(
+        x = regnet_layers.ImageNormalization(
             mean=[255.0 * m for m in IMAGENET_MEAN],
             variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
             name="preprocessing",

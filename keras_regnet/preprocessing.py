@@ -70,12 +70,18 @@ class EvalTransform:
         return cls(int(round(crop * 256 / 224)), crop)
 
 
-def decode_rgb(encoded, max_pixels: int | None = None):
-    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 ``[height, width, 3]`` (TensorFlow).
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WebP")
+_HEADER_BYTES = 30  # enough for every format's size fields (WebP's VP8 frame header: 30)
 
-    With ``max_pixels``, the size is read from the file's header first and a larger image is
-    refused (``InvalidArgumentError`` naming the limit) before anything is decoded: a few
-    hundred bytes of PNG can otherwise claim gigabytes.
+
+def decode_rgb(encoded, max_pixels: int | None = None, index=None):
+    """Encoded JPEG/PNG/GIF/BMP/WebP bytes -> uint8 ``[height, width, 3]`` (TensorFlow).
+
+    With ``max_pixels``, the size is read from the file's header first and the decoder runs
+    only after that check passed: a larger image, or bytes that are none of those formats, are
+    refused (``InvalidArgumentError`` naming the limit, and ``index`` if given, e.g. the
+    image's position in a batch) before a pixel is decoded. A few hundred bytes of PNG can
+    otherwise claim gigabytes.
 
     Example:
         >>> import tensorflow as tf
@@ -85,13 +91,19 @@ def decode_rgb(encoded, max_pixels: int | None = None):
     """
     import tensorflow as tf
 
+    checks = []
     if max_pixels is not None:
         height, width = encoded_image_size(encoded)
-        tf.debugging.assert_less_equal(
-            height * width, tf.constant(max_pixels, tf.int64),
-            message=f"image too large: this model accepts images of at most {max_pixels:,} pixels "
-                    f"(height x width, read from the file's header)")
-    return tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        where = ["image", index] if index is not None else ["image"]
+        checks = [
+            tf.debugging.Assert(height * width > 0, [
+                *where, f"is not a {', '.join(IMAGE_FORMATS)} file (or its header is cut short)"]),
+            tf.debugging.Assert(height * width <= max_pixels, [
+                *where, "is too large:", height, "x", width, f"pixels (read from its header); "
+                f"this model accepts at most {max_pixels:,} pixels per image"]),
+        ]
+    with tf.control_dependencies(checks):  # decode only what passed the checks
+        return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
 def _bytes_to_int(head, start: int, count: int, big_endian: bool):
@@ -105,9 +117,9 @@ def _bytes_to_int(head, start: int, count: int, big_endian: bool):
 
 
 def encoded_image_size(encoded):
-    """(height, width) of an encoded JPEG/PNG/GIF/BMP from its header alone, as int64 tensors.
+    """(height, width) of an encoded JPEG/PNG/GIF/BMP/WebP from its header alone, as int64.
 
-    Unknown formats give (0, 0): the decoder then refuses them with its own error.
+    Unknown formats give (0, 0).
 
     Example:
         >>> import tensorflow as tf
@@ -116,9 +128,9 @@ def encoded_image_size(encoded):
     """
     import tensorflow as tf
 
-    head = tf.io.decode_raw(tf.strings.substr(encoded, 0, 26), tf.uint8)
-    head = tf.pad(head, [[0, 26 - tf.shape(head)[0]]])  # short files read as zeros
-    starts_with = lambda magic: tf.strings.substr(encoded, 0, len(magic)) == magic  # noqa: E731
+    head = tf.io.decode_raw(tf.strings.substr(encoded, 0, _HEADER_BYTES), tf.uint8)
+    head = tf.pad(head, [[0, _HEADER_BYTES - tf.shape(head)[0]]])  # short files read as zeros
+    at = lambda start, magic: tf.strings.substr(encoded, start, len(magic)) == magic  # noqa: E731
 
     def jpeg():
         shape = tf.io.extract_jpeg_shape(encoded, output_type=tf.int32)
@@ -134,11 +146,25 @@ def encoded_image_size(encoded):
         height = _bytes_to_int(head, 22, 4, False)
         return tf.where(height >= 2**31, 2**32 - height, height), _bytes_to_int(head, 18, 4, False)
 
+    def webp_extended():  # VP8X: canvas width - 1, height - 1 as 24-bit little-endian at 24, 27
+        return _bytes_to_int(head, 27, 3, False) + 1, _bytes_to_int(head, 24, 3, False) + 1
+
+    def webp_lossy():  # VP8 key frame: 14-bit little-endian width, height at 26 and 28
+        return (_bytes_to_int(head, 28, 2, False) % 16384,
+                _bytes_to_int(head, 26, 2, False) % 16384)
+
+    def webp_lossless():  # VP8L: after the 0x2f signature, 14 bits width - 1, 14 bits height - 1
+        bits = _bytes_to_int(head, 21, 4, False)
+        return (bits // 16384) % 16384 + 1, bits % 16384 + 1
+
     def unknown():
         return tf.constant(0, tf.int64), tf.constant(0, tf.int64)
 
-    return tf.case([(starts_with(b"\xff\xd8\xff"), jpeg), (starts_with(b"\x89PNG"), png),
-                    (starts_with(b"GIF8"), gif), (starts_with(b"BM"), bmp)],
+    webp = at(0, b"RIFF") & at(8, b"WEBP")
+    return tf.case([(at(0, b"\xff\xd8\xff"), jpeg), (at(0, b"\x89PNG"), png), (at(0, b"GIF8"), gif),
+                    (at(0, b"BM"), bmp), (webp & at(12, b"VP8X"), webp_extended),
+                    (webp & at(12, b"VP8 ") & at(23, b"\x9d\x01\x2a"), webp_lossy),
+                    (webp & at(12, b"VP8L") & at(20, b"\x2f"), webp_lossless)],
                    default=unknown, exclusive=False)
 
 
@@ -156,7 +182,10 @@ def eval_crop(image, transform: EvalTransform):
     """
     import tensorflow as tf
 
-    image = tf.cast(image, tf.float32)
+    if image.dtype not in (tf.uint8, tf.float32):
+        image = tf.cast(image, tf.float32)
+    # uint8 goes into the resampler as it is: a float32 copy of a 40-megapixel photo would
+    # cost 480 MB, and the kernel converts each pixel it reads anyway.
     single = image.shape.rank == 3
     images = image[None] if single else image
     shape = tf.cast(tf.shape(images)[1:3], tf.float32)

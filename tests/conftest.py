@@ -99,3 +99,26 @@ def server():
     yield httpd
     httpd.shutdown()
     httpd.server_close()
+
+
+CLIENTS = pathlib.Path(__file__).parent / "clients"
+
+
+def run_client(script: str, *args, onednn: str = "0", timeout: int = 300):
+    """Runs ``tests/clients/SCRIPT`` in a fresh interpreter with TF_ENABLE_ONEDNN_OPTS set
+    explicitly (a served model must run with oneDNN off, TensorFlow's default on AVX2 CPUs,
+    and on) and returns the JSON it prints; a client error fails the test with its message."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, str(CLIENTS / script), *map(str, args)], env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode or not lines:
+        pytest.fail(f"{script} exited {result.returncode}:\n{result.stderr[-3000:]}")
+    out = json.loads(lines[-1])
+    if isinstance(out, dict) and "error" in out:
+        pytest.fail(f"{script} (oneDNN {onednn}): {out['error']}")
+    return out

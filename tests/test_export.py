@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+import conftest
 import keras_regnet
 from keras_regnet import cli, export
 from keras_regnet.preprocessing import EvalTransform, eval_crop
@@ -73,33 +74,65 @@ def test_saved_model_cli_lists_both_signatures(exported):
         assert expected in out
 
 
-def test_fresh_process_tf1_loader_and_tf2_load_match_keras(exported, tmp_path):
-    model, path = exported
-    x = images()
+def _encoded_pictures(tmp_path, sizes=((300, 260), (224, 224), (97, 411)), seed=2):
+    """JPEG files of random pictures, and their eval crops computed here (the expected input)."""
+    import tensorflow as tf
+
+    files, crops = [], []
+    for k, (h, w) in enumerate(sizes):
+        data = _jpeg(np.random.default_rng(seed + k).uniform(0, 255, (h, w, 3)))
+        (tmp_path / f"{k}.jpg").write_bytes(data)
+        files.append(tmp_path / f"{k}.jpg")
+        crops.append(np.asarray(eval_crop(tf.io.decode_jpeg(data, channels=3), EvalTransform())))
+    return files, np.stack(crops)
+
+
+def assert_serves_like_keras(path, model, tmp_path, onednn: str, top1: bool = False):
+    """Both loaders and both signatures of the SavedModel at ``path``, in a fresh process that
+    never imports keras_regnet, with oneDNN as given: within 1e-5 of the Keras model."""
+    x = images(3, seed=5)
     np.save(tmp_path / "x.npy", x)
-    code = textwrap.dedent(
-        f"""
-        import sys, json, numpy as np, tensorflow as tf
-        x = np.load({str(tmp_path / "x.npy")!r})
-        out = {{}}
-        # As TF Serving does: TF1 loader, tag "serve", tensors named by the SignatureDef.
-        with tf.compat.v1.Session(graph=tf.Graph()) as sess:
-            meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], {path!r})
-            sig = meta.signature_def["serving_default"]
-            out["tf1"] = sess.run(sig.outputs["probabilities"].name,
-                                  {{sig.inputs["images"].name: x}}).tolist()
-        loaded = tf.saved_model.load({path!r})
-        served = loaded.signatures["serving_default"](images=tf.constant(x))
-        out["tf2"] = served["probabilities"].numpy().tolist()
-        assert not any(m.startswith("keras_regnet") for m in sys.modules)
-        print(json.dumps(out))
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = np.asarray(model(x))
-    for key in ("tf1", "tf2"):
-        np.testing.assert_allclose(np.array(out[key]), expected, atol=1e-5)
+    files, crops = _encoded_pictures(tmp_path)
+    out = conftest.run_client("tf_serving_client.py", path, tmp_path / "x.npy", *files, onednn=onednn)
+    assert out["imported_keras_regnet"] is False
+    expected = {"serving_default": np.asarray(model(x, training=False)),
+                "serving_bytes": np.asarray(model(crops, training=False))}
+    for loader in ("tf1", "tf2"):
+        for signature, want in expected.items():
+            got = np.array(out[loader][signature])
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{loader} {signature}")
+            if top1:
+                np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+
+
+@pytest.mark.parametrize("onednn", ["0", "1"])
+def test_plain_tensorflow_serves_both_signatures_with_onednn_off_and_on(exported, tmp_path, onednn):
+    model, path = exported
+    assert_serves_like_keras(path, model, tmp_path, onednn)
+
+
+def fine_tuned_classifier(classes: int = 4) -> keras.Model:
+    """A backbone with a custom head (a ReLU conv then a BN: not foldable), random BN
+    statistics everywhere, and a sharp softmax: what a user fine-tunes and serves."""
+    keras.utils.set_random_seed(1)
+    backbone = keras_regnet.RegNetY002(weights=None, include_top=False, input_shape=(None, None, 3))
+    conftest.randomize_batch_norms(backbone)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(32, 1, activation="relu", name="head_conv")(backbone(inputs))
+    x = keras.layers.BatchNormalization(name="head_bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="head")(x))
+    conftest.randomize_batch_norms(model, seed=3)
+    kernel, bias = model.get_layer("head").get_weights()
+    model.get_layer("head").set_weights([kernel * 30, bias])
+    return model
+
+
+def test_a_fine_tuned_custom_head_serves_its_keras_top1_with_onednn_off(tmp_path):
+    model = fine_tuned_classifier()
+    path = export.export_saved_model(model, str(tmp_path / "tuned"), 1,
+                                     class_names=["a", "b", "c", "d"])
+    assert_serves_like_keras(path, model, tmp_path, "0", top1=True)
 
 
 def _jpeg(image: np.ndarray) -> bytes:
@@ -295,3 +328,82 @@ def test_tflite_matches_keras(exported, tmp_path, quantize, tolerance):
     drift = export.tflite_max_difference(path, model, images(3, seed=11))
     print(f"tflite {quantize}: max |probability difference| {drift:.3g}")
     assert drift <= tolerance
+
+
+def _png_claiming(height: int, width: int) -> bytes:
+    """A valid grey PNG of that size, all zeros: a few hundred KB that decode to h x w x 3."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\0" * ((width + 1) * height), 9)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def _webp_claiming(height: int, width: int) -> bytes:
+    """An extended (VP8X) WebP header claiming a canvas of that size, with a tiny body."""
+    import struct
+
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\0\0\0\0" + (width - 1).to_bytes(3, "little") \
+        + (height - 1).to_bytes(3, "little")
+    body = b"WEBP" + vp8x + b"VP8 " + struct.pack("<I", 4) + b"\0" * 4
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_oversized_images_are_refused_from_their_header_with_bounded_memory(exported, tmp_path):
+    """A 9000x9000 PNG (a few hundred KB) and a 16383x16383 WebP header are refused before a
+    pixel is decoded, naming their index in the batch; the process's peak memory barely
+    moves. Plain TensorFlow, oneDNN off, a fresh process."""
+    _, path = exported
+    (tmp_path / "bomb.png").write_bytes(_png_claiming(9000, 9000))
+    (tmp_path / "bomb.webp").write_bytes(_webp_claiming(16383, 16383))
+    (tmp_path / "ok.jpg").write_bytes(_jpeg(np.full((64, 64, 3), 128.0)))
+    (tmp_path / "text.jpg").write_bytes(b"this is not an image at all, just text")
+    code = textwrap.dedent(
+        f"""
+        import json, resource, tensorflow as tf
+        serve = tf.saved_model.load({path!r}).signatures["serving_bytes"]
+        ok = open({str(tmp_path / "ok.jpg")!r}, "rb").read()
+        serve(image_bytes=tf.constant([ok]))  # warm up: what a normal request costs
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        errors = {{}}
+        for name in ("bomb.png", "bomb.webp", "text.jpg"):
+            bad = open({str(tmp_path)!r} + "/" + name, "rb").read()
+            try:
+                serve(image_bytes=tf.constant([ok, bad, ok]))
+                errors[name] = None
+            except tf.errors.InvalidArgumentError as err:
+                errors[name] = err.message
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print(json.dumps({{"errors": errors, "grown_kb": grown}}))
+        """)
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in ("bomb.png", "bomb.webp"):
+        assert out["errors"][name] and "too large" in out["errors"][name], out["errors"]
+        assert "[image] [1]" in out["errors"][name]  # the index of the bad image in the batch
+    assert "is not a JPEG, PNG, GIF, BMP, WebP file" in out["errors"]["text.jpg"]
+    assert "[image] [1]" in out["errors"]["text.jpg"]
+    print(f"peak memory grew by {out['grown_kb'] / 1024:.0f} MB serving the refused requests")
+    assert out["grown_kb"] < 100 * 1024  # a decoded 9000x9000 image alone would be 243 MB
+
+
+def test_every_supported_format_is_measured_from_its_header(tmp_path):
+    import tensorflow as tf
+    from PIL import Image
+
+    from keras_regnet.preprocessing import encoded_image_size
+
+    picture = np.random.default_rng(0).uniform(0, 255, (37, 53, 3)).astype("uint8")
+    for fmt, options in [("JPEG", {}), ("PNG", {}), ("GIF", {}), ("BMP", {}), ("WEBP", {}),
+                         ("WEBP", {"lossless": True}), ("WEBP", {"exif": b"Exif\0\0x"})]:
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, format=fmt, **options)
+        size = [int(v) for v in encoded_image_size(tf.constant(buffer.getvalue()))]
+        assert size == [37, 53], (fmt, options)

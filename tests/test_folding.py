@@ -24,12 +24,84 @@ def test_folded_model_computes_the_same_logits_without_batch_norms(name):
     np.testing.assert_allclose(folded(x), model(x, training=False), rtol=0, atol=1e-4)
 
 
-def test_folding_refuses_a_layer_called_twice():
-    conv = keras.layers.Conv2D(4, 3, padding="same")
-    inputs = keras.Input((8, 8, 4))
-    model = keras.Model(inputs, conv(conv(inputs)))
-    with pytest.raises(ValueError, match="called 2 times"):
-        keras_regnet.fold_batch_norms(model)
+def _random_bn(layer: keras.layers.BatchNormalization, rng) -> None:
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape) if "variance" in w.path or "gamma" in w.path
+                       else rng.normal(0, 0.3, w.shape) for w in layer.weights])
+
+
+def _assert_same_function(model, folded, size=(40, 36, 3)):
+    x = np.random.default_rng(3).uniform(0, 255, (3, *size)).astype("float32")
+    np.testing.assert_allclose(folded(x), model(x, training=False), rtol=0, atol=2e-4)
+
+
+def _bn_names(model):
+    return {layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
+
+
+def test_only_a_bn_that_a_linear_conv_alone_feeds_is_folded():
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="relu_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="after_relu")(x)  # an activation between: kept
+    y = keras.layers.Conv2D(8, 1, name="branching_conv")(x)
+    z = keras.layers.BatchNormalization(name="after_branching", epsilon=0.3)(y)
+    x = keras.layers.Add()([y, z])  # the conv's output is also read here: kept
+    x = keras.layers.Conv2D(6, 3, name="plain_conv")(x)
+    x = keras.layers.BatchNormalization(scale=False, name="no_scale", epsilon=0.01)(x)
+    x = keras.layers.Conv2D(6, 3, use_bias=False, name="plain_conv2")(x)
+    x = keras.layers.BatchNormalization(center=False, name="no_center")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            _random_bn(layer, rng)
+    folded = keras_regnet.fold_batch_norms(model)
+    assert _bn_names(folded) == {"after_relu", "after_branching"}
+    _assert_same_function(model, folded)
+
+
+def test_a_shared_layer_stays_shared_and_unfolded(caplog):
+    rng = np.random.default_rng(1)
+    conv, bn = keras.layers.Conv2D(4, 3, padding="same", name="shared_conv"), \
+        keras.layers.BatchNormalization(name="shared_bn")
+    inputs = keras.Input((16, 16, 4))
+    x = bn(conv(bn(conv(inputs))))
+    x = keras.layers.Conv2D(4, 1, name="single_conv")(x)
+    x = keras.layers.BatchNormalization(name="single_bn")(x)
+    model = keras.Model(inputs, x)
+    model(np.zeros((1, 16, 16, 4), "float32"))
+    _random_bn(bn, rng)
+    _random_bn(model.get_layer("single_bn"), rng)
+    with caplog.at_level("WARNING"):
+        folded = keras_regnet.fold_batch_norms(model)
+    assert "shared_bn (a shared layer" in caplog.text
+    assert _bn_names(folded) == {"shared_bn"}
+    assert sum(layer.name == "shared_conv" for layer in folded.layers) == 1  # still one layer
+    _assert_same_function(model, folded, (16, 16, 4))
+
+
+def test_a_fine_tuned_classifier_folds_inside_its_backbone():
+    backbone = keras_regnet.RegNetY002(weights=None, include_top=False, input_shape=(None, None, 3))
+    randomize_batch_norms(backbone)
+    inputs = keras.Input((None, None, 3))
+    x = backbone(inputs)
+    x = keras.layers.Conv2D(16, 1, activation="relu", name="head_conv")(x)
+    x = keras.layers.BatchNormalization(name="head_bn")(x)
+    outputs = keras.layers.Dense(5, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    _random_bn(model.get_layer("head_bn"), np.random.default_rng(2))
+    folded = keras_regnet.fold_batch_norms(model)
+    inner = folded.get_layer(backbone.name)
+    assert not _bn_names(inner) and _bn_names(folded) == {"head_bn"}
+    _assert_same_function(model, folded, (64, 48, 3))
+
+
+def test_a_sequential_model_folds():
+    model = keras.Sequential([keras.Input((12, 12, 3)), keras.layers.Conv2D(4, 3, name="c"),
+                              keras.layers.BatchNormalization(name="b"), keras.layers.ReLU()])
+    _random_bn(model.get_layer("b"), np.random.default_rng(4))
+    folded = keras_regnet.fold_batch_norms(model)
+    assert not _bn_names(folded)
+    _assert_same_function(model, folded, (12, 12, 3))
 
 
 def test_folding_names_what_it_needs_when_given_a_model_name():

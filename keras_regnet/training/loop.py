@@ -390,6 +390,7 @@ def evaluate(s: Session) -> tuple[float, float]:
 def finish(model: keras.Model, config: TrainConfig, metrics: dict, export: bool = True) -> None:
     """metrics.json (this run), metrics_history.jsonl (every run), final.weights.h5 and the
     SavedModel in model_dir/export/N."""
+    from keras_regnet.deployable import write_run_description
     from keras_regnet.export import export_saved_model
 
     with atomic_path(os.path.join(config.model_dir, "metrics.json")) as tmp, open(tmp, "w") as f:
@@ -400,13 +401,16 @@ def finish(model: keras.Model, config: TrainConfig, metrics: dict, export: bool 
     with atomic_path(history) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(earlier + json.dumps(metrics) + "\n")
     save_keras_weights(model, os.path.join(config.model_dir, "final.weights.h5"))
+    class_names = config_class_names(config)
+    # What `keras-regnet export --weights MODEL_DIR` needs to export these weights again.
+    write_run_description(config.model_dir, config.model, config.num_classes,
+                          config.eval_transform, class_names)
     if not export:
         return
     probabilities = keras.Model(model.input, keras.layers.Softmax(name="probabilities")(model.output))
     export_dir = os.path.join(config.model_dir, "export")
     version = 1 + max([int(v) for v in os.listdir(export_dir) if v.isdigit()], default=0) \
         if os.path.isdir(export_dir) else 1
-    class_names = config_class_names(config)
     export_saved_model(probabilities, export_dir, version, model_name=config.model.lower(),
                        class_names=class_names,
                        transform=config.eval_transform)
