@@ -32,7 +32,18 @@ EXTRAS = {
         "grain",
         # A contender in benchmarks/bench_models.py (so the README's environment runs it all).
         "kimm",
+        # Every export format, run by its own runtime in the tests (extras below).
+        "tf2onnx>=1.16",
+        "onnx",
+        "onnxruntime",
+        "ai-edge-litert",
+        "openvino",
     ],
+    # Export formats (keras-regnet export --format ...): each exporter and the runtime that
+    # checks the written file.
+    "onnx": ["tf2onnx>=1.16", "onnx", "onnxruntime"],
+    "litert": ["ai-edge-litert"],
+    "openvino": ["openvino"],
     # KerasHub: RegNetBackbone / RegNetImageClassifier, presets, `keras-regnet preset`.
     "hub": ["keras-hub>=0.21"],
     # The trainer: TensorBoard logs (TF 2.21 no longer installs it), the embedded digits demo.

@@ -4,6 +4,8 @@ Ready for the day a GPU is at hand; no GPU figure has been measured yet (docs/pe
 Each (contender, precision) runs in its own interpreter through benchmarks/bench_models.py's
 worker: fp32, then "mixed" (Keras mixed_bfloat16 policy; torch.autocast bfloat16). Contenders
 whose framework is missing (TensorFlow on a JAX-only machine) are reported as unavailable.
+Then the serving check (benchmarks/serve_gpu_check.py): each model's SavedModel served on the
+GPU by plain TensorFlow in a fresh process, against the Keras model on the CPU.
 
     python benchmarks/gpu.py --models RegNetX004 RegNetY032 --batch 128
 """
@@ -39,13 +41,21 @@ def main() -> None:
                           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
                 try:
                     env = {**env, "BENCH_PRECISION": precision}
-                    r = bench_models._run(["--worker", contender, *common], env)
+                    r = bench_models.run_worker(["--worker", contender, *common], env)
                 except RuntimeError as err:
                     print(f"  {name} {precision} {contender}: unavailable ({err})", flush=True)
                     continue
                 rows.append((name, precision, contender, r))
                 print(f"  {name} {precision} {contender}: infer {r['infer']:.1f}, "
                       f"train {r['train']:.1f} img/s", flush=True)
+    for name in args.models:
+        check = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_gpu_check.py")
+        try:
+            r = bench_models.run_worker([name, "--batch", str(min(args.batch, 32))], script=check)
+            print(f"  serving {name}: TF SavedModel on the GPU, {r['rate']:.1f} images/s, max "
+                  f"|difference| against Keras on the CPU {r['max_difference']:.2g}", flush=True)
+        except RuntimeError as err:
+            print(f"  serving {name}: unavailable ({err})", flush=True)
     print(f"\nbatch {args.batch}, {args.size}x{args.size}, images/s (median of {args.repeats} after "
           f"{args.warmup} warm-up batches)")
     print("| model | precision | contender | infer | train |\n|---|---|---|---:|---:|")

@@ -72,15 +72,18 @@ def _convert(args: argparse.Namespace) -> int:
     from keras_regnet import conversion, verify
     from keras_regnet.files import atomic_path
     from keras_regnet.weights import convert_state_dict
+    from keras_regnet.writers import exclusive_writer
 
     if not args.output.endswith(".weights.h5"):
         raise ValueError(f"--output must end with .weights.h5 (Keras's weights format), got {args.output!r}.")
+    if os.path.exists(args.output) and not args.overwrite:
+        raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it.")
     state = conversion.read_checkpoint(args.checkpoint)  # read once for conversion and check
     # The reference is built first: a missing library fails before anything is written.
     reference = verify.build_reference(args.model, args.source) if args.verify else None
     try:
         # The output appears only when converted (and verified): never a file that failed.
-        with atomic_path(args.output, suffix=".weights.h5") as tmp:
+        with exclusive_writer(args.output), atomic_path(args.output, suffix=".weights.h5") as tmp:
             convert_state_dict(state, args.model, tmp, source=args.source)
             if reference is not None:
                 images = np.random.default_rng(0).uniform(0, 255, (4, 224, 224, 3)).astype("float32")
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     from keras_regnet.design.sampling import SPACES
     from keras_regnet.export import DEFAULT_MAX_PIXELS, FORMATS, QUANTIZATIONS
     from keras_regnet.references import SOURCES
+    from keras_regnet.writers import TargetInUseError
 
     parser = argparse.ArgumentParser(prog="keras-regnet", description="RegNet for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("--verify", action="store_true",
                          help="compare logits with the reference PyTorch model (needs torch)")
     convert.add_argument("--tolerance", type=float, default=1e-4)
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     convert.set_defaults(func=_convert)
     exp = sub.add_parser("export", help="SavedModel for TF Serving, ONNX, LiteRT or OpenVINO")
     exp.add_argument("--model", help="e.g. RegNetY032 (not needed for a .keras file or a run directory)")
@@ -276,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError, ImportError) as err:  # the user's input, files, network, extras
+    except (ValueError, OSError, ImportError, TargetInUseError) as err:  # input, files, network, extras
         print(f"keras-regnet: error: {err}", file=sys.stderr)
         return 2
 

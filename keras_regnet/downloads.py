@@ -37,10 +37,15 @@ class DownloadError(ConnectionError):
     """A weight file could not be fetched, or what was fetched is not that file."""
 
 
-def cache_dir() -> str:
-    """``$KERAS_HOME/keras_regnet`` (``~/.keras/keras_regnet`` by default), created on use."""
+def cache_dir(writable: bool = True) -> str:
+    """``$KERAS_HOME/keras_regnet`` (``~/.keras/keras_regnet`` by default), created on use.
+
+    ``writable=False`` only names it: reading what a read-only cache already holds is fine.
+    """
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     path = os.path.join(home, "keras_regnet")
+    if not writable:
+        return path
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:

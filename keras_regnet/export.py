@@ -27,6 +27,7 @@ import numpy as np
 from keras_regnet.files import atomic_path, replace_directory
 from keras_regnet.folding import fold_batch_norms
 from keras_regnet.preprocessing import EvalTransform, decode_rgb, eval_crop, imagenet_classes
+from keras_regnet.writers import check_folder_target, exclusive_writer, mark
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +118,16 @@ def _warmup_records(model_name: str, transform: EvalTransform) -> list[bytes] | 
     return records
 
 
+SAVED_MODEL_KIND = "saved_model"
+
+
 def _version_dir(output: str, version: int, overwrite: bool) -> str:
-    if version < 1:
+    if not isinstance(version, int) or version < 1:
         raise ValueError(f"version must be a positive integer (TF Serving's layout), got {version}.")
-    target = os.path.join(output, str(version))
-    if os.path.exists(target) and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass overwrite=True (--overwrite) to "
-                              f"replace it, or choose another version.")
-    return target
+    try:
+        return check_folder_target(os.path.join(output, str(version)), SAVED_MODEL_KIND, overwrite)
+    except FileExistsError as err:
+        raise FileExistsError(f"{err} (or choose another --version)") from None
 
 
 def export_saved_model(model, output: str, version: int = 1, *, model_name: str = "regnet",
@@ -156,9 +159,10 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
         >>> export_saved_model(model, "/tmp/served/regnet")  # doctest: +SKIP
         '/tmp/served/regnet/1'
     """
-    import tensorflow as tf
 
     transform = transform or EvalTransform()
+    if not (isinstance(top_k, int) and top_k >= 1):
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
     if not (isinstance(max_pixels, int) and max_pixels >= transform.crop**2):
         raise ValueError(f"max_pixels must be an integer of at least the crop's "
                          f"{transform.crop**2:,} pixels, got {max_pixels!r}.")
@@ -172,25 +176,36 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
         else:
             class_names = [f"class_{i}" for i in range(classes)]
     os.makedirs(output, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{version}.exporting.", dir=output)
-    try:
-        labels = os.path.join(staging, LABELS_FILE)
-        with open(labels, "w", encoding="utf-8") as f:
-            f.write("\n".join(class_names) + "\n")
-        module = _serving_module(model, class_names, transform, top_k, labels, max_pixels)
-        saved = os.path.join(staging, "model")
-        tf.saved_model.save(module, saved, signatures={
-            SIGNATURE_IMAGES: module.serve_images, SIGNATURE_BYTES: module.serve_bytes})
-        records = _warmup_records(model_name, transform)
-        if records is not None:
-            os.makedirs(os.path.join(saved, "assets.extra"))
-            with tf.io.TFRecordWriter(os.path.join(saved, WARMUP_FILE)) as writer:
-                for record in records:
-                    writer.write(record)
-        replace_directory(saved, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with exclusive_writer(target, leftovers=[f".{version}.exporting."]):
+        _version_dir(output, version, overwrite)  # another writer may have finished meanwhile
+        staging = tempfile.mkdtemp(prefix=f".{version}.exporting.", dir=output)
+        try:
+            _write_saved_model(staging, model, class_names, transform, top_k, max_pixels, model_name)
+            replace_directory(os.path.join(staging, "model"), target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _write_saved_model(staging: str, model, class_names, transform: EvalTransform, top_k: int,
+                       max_pixels: int, model_name: str) -> None:
+    """The SavedModel, its labels, warmup requests and marker, in ``staging/model``."""
+    import tensorflow as tf
+
+    labels = os.path.join(staging, LABELS_FILE)
+    with open(labels, "w", encoding="utf-8") as f:
+        f.write("\n".join(class_names) + "\n")
+    module = _serving_module(model, class_names, transform, top_k, labels, max_pixels)
+    saved = os.path.join(staging, "model")
+    tf.saved_model.save(module, saved, signatures={
+        SIGNATURE_IMAGES: module.serve_images, SIGNATURE_BYTES: module.serve_bytes})
+    records = _warmup_records(model_name, transform)
+    if records is not None:
+        os.makedirs(os.path.join(saved, "assets.extra"))
+        with tf.io.TFRecordWriter(os.path.join(saved, WARMUP_FILE)) as writer:
+            for record in records:
+                writer.write(record)
+    mark(saved, SAVED_MODEL_KIND)
 
 
 def fold_for_inference(model):
@@ -213,15 +228,12 @@ def export_tflite(model, path: str, quantize: str = "none", overwrite: bool = Fa
     """
     import tensorflow as tf
 
-    from keras_regnet.formats import quiet_converters, export_keras_format
+    from keras_regnet.formats import export_keras_format, quiet_converters
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}.")
     if quantize == "none":
         return export_keras_format(fold_for_inference(model), path, "litert", overwrite=overwrite)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite).")
-
     import keras
 
     # A fixed [1, size, size, 3] input: the quantising converter wants static shapes.
@@ -232,8 +244,11 @@ def export_tflite(model, path: str, quantize: str = "none", overwrite: bool = Fa
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     with quiet_converters():
         flatbuffer = converter.convert()
-    with atomic_path(path, suffix=".tflite") as tmp, open(tmp, "wb") as f:
-        f.write(flatbuffer)
+    with exclusive_writer(path):
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite).")
+        with atomic_path(path, suffix=".tflite") as tmp, open(tmp, "wb") as f:
+            f.write(flatbuffer)
     return path
 
 

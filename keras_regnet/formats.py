@@ -12,14 +12,16 @@ OpenVINO), as a deployment would; the CLI and the tests check every export with 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 
 import numpy as np
+
+from keras_regnet.writers import exclusive_writer
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +61,26 @@ def export_keras_format(model, path: str, fmt: str, overwrite: bool = False) -> 
         raise ValueError(f"a {fmt} file's name ends with {SUFFIXES[fmt]}, got {path!r}.")
     _need(_EXPORT_MODULES[fmt], fmt)
     companions = [path] + ([path[: -len(".xml")] + ".bin"] if fmt == "openvino" else [])
-    existing = [p for p in companions if os.path.exists(p)]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} already exists; pass overwrite=True (--overwrite).")
+
+    def refuse_existing() -> None:
+        existing = [p for p in companions if os.path.exists(p)]
+        if existing and not overwrite:
+            raise FileExistsError(f"{existing[0]} already exists; pass overwrite=True (--overwrite).")
+
+    refuse_existing()
     _ensure_called(model)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
-    try:
-        staged = os.path.join(staging, os.path.basename(path))
-        with quiet_converters():
-            model.export(staged, format=fmt, verbose=False)
-        for target in companions[1:] + companions[:1]:  # the .xml last: it names a whole model
-            os.replace(os.path.join(staging, os.path.basename(target)), target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with exclusive_writer(path):
+        refuse_existing()  # another writer may have finished meanwhile
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
+        try:
+            staged = os.path.join(staging, os.path.basename(path))
+            with quiet_converters():
+                model.export(staged, format=fmt, verbose=False)
+            for target in companions[1:] + companions[:1]:  # the .xml last: it names a whole model
+                os.replace(os.path.join(staging, os.path.basename(target)), target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
@@ -85,20 +92,37 @@ def _ensure_called(model) -> None:
 
 @contextlib.contextmanager
 def quiet_converters():
-    """The converters print hundreds of lines (tf2onnx, the TFLite converter): keep them out
-    of a CLI's output unless something fails."""
-    buffer = io.StringIO()
+    """The converters print hundreds of lines (tf2onnx, the TFLite/MLIR converter, from Python
+    and from C++): keep them out of a CLI's output, and show them only if the conversion fails.
+    """
     loggers = [logging.getLogger(name) for name in ("tf2onnx", "absl", "tensorflow")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(buffer), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as captured:
+        failed = True
+        try:
+            os.dup2(captured.fileno(), 1)
+            os.dup2(captured.fileno(), 2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+            failed = False
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+            if failed:  # what the converter said is the user's best clue
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode(errors="replace")[-20000:])
 
 
 def run_artifact(path: str, images: np.ndarray, threads: int | None = None) -> np.ndarray:

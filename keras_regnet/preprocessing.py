@@ -182,6 +182,7 @@ def eval_crop(image, transform: EvalTransform):
     """
     import tensorflow as tf
 
+    image = tf.convert_to_tensor(image)
     if image.dtype not in (tf.uint8, tf.float32):
         image = tf.cast(image, tf.float32)
     # uint8 goes into the resampler as it is: a float32 copy of a 40-megapixel photo would

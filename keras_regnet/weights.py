@@ -88,54 +88,61 @@ def load_weights(model, weights, variant: str | None) -> None:
 
 
 def converted_path(model: str, tag: str) -> str:
-    return os.path.join(downloads.cache_dir(), f"{get_variant(model).name}_{tag}.weights.h5")
+    return os.path.join(downloads.cache_dir(writable=False),
+                        f"{get_variant(model).name}_{tag}.weights.h5")
 
 
 def fetch_converted(model: str, tag: str = DEFAULT_TAG) -> str:
-    """Path of the converted full-model ``.weights.h5`` of a weight set, building it once."""
+    """Path of the converted full-model ``.weights.h5`` of a weight set, building it once.
+
+    A read-only cache that already holds it is used as it is. Otherwise each source is tried
+    in turn; a file enters the cache only once it reads as a checkpoint AND fits this model
+    (a mirror serving another model's checkpoint is discarded, naming the file, and the next
+    source is tried).
+    """
     target = converted_path(model, tag)
     if os.path.exists(target):
         return target
+    downloads.cache_dir()  # the cache must be writable from here on: a clear error if not
     weight_set = get_weight_set(model, tag)
     errors = []
     for dl in weight_set.downloads:
+        keras_model = architecture.build(weight_set.model)
         try:
-            state = _fetch_state_dict(dl)
+            _fetch_into(keras_model, dl)
         except downloads.DownloadError as err:
             errors.append(str(err))
             continue
-        convert_state_dict(state, weight_set.model, target, source=dl.source)
+        save_keras_weights(keras_model, target)
         return target
     raise downloads.DownloadError(
         f"Could not fetch weights {tag!r} for {weight_set.model} from any of its "
         f"{len(errors)} sources:\n  " + "\n  ".join(errors))
 
 
-def _fetch_state_dict(dl) -> dict:
-    """Downloads (once) and reads a checkpoint. A download enters the cache only if it reads as
-    a checkpoint; a cached file that no longer reads (damaged on disk, or left by an older
-    version) is deleted and fetched again, so the cache heals itself."""
-    read = {}
+def _fetch_into(keras_model, dl) -> None:
+    """Downloads (once) a checkpoint and loads it into ``keras_model``. A cached file that no
+    longer reads or does not fit (damaged on disk, left by an older version, a wrong file from
+    a mirror) is deleted, with a warning naming it, and fetched again."""
 
-    def validate(path: str) -> None:
-        read["state"] = conversion.read_checkpoint(path)
+    def fits(path: str) -> None:
+        try:
+            state = conversion.read_checkpoint(path)
+            conversion.load_torch_state_dict(keras_model, state, dl.source)
+        except ValueError as err:  # WeightsFileError too; the first line says what is wrong
+            raise ValueError(f"{dl.filename} is not a {dl.source} checkpoint of "
+                             f"{keras_model.name}: {str(err).splitlines()[0]}") from None
 
     directory = os.path.join(downloads.cache_dir(), "downloads")
-    path = downloads.download(dl, directory, validate=validate)
-    if read:
-        return read["state"]
-    try:
-        return conversion.read_checkpoint(path)
-    except conversion.WeightsFileError as err:
-        log.warning("%s; deleting it and downloading it again", err)
-        os.remove(path)
-        downloads.download(dl, directory, validate=validate)
-        return read["state"]
-
-
-def convert_file(checkpoint: str, model: str, output: str, source: str | None = None) -> str:
-    """Converts a checkpoint file to a full-model ``.weights.h5`` at ``output`` (atomically)."""
-    return convert_state_dict(conversion.read_checkpoint(checkpoint), model, output, source)
+    cached = os.path.join(directory, dl.filename)
+    if os.path.exists(cached):
+        try:
+            fits(cached)
+            return
+        except ValueError as err:
+            log.warning("%s (cached at %s); deleting it and downloading it again", err, cached)
+            os.remove(cached)
+    downloads.download(dl, directory, validate=fits)
 
 
 def convert_state_dict(state, model: str, output: str, source: str | None = None) -> str:

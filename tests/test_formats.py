@@ -93,3 +93,13 @@ def test_cli_refuses_labels_that_do_not_match_the_head(tmp_path, capsys):
     assert cli.main(["export", "--model", "RegNetX002", "--weights", "none", "--classes", "3",
                      "--labels", str(tmp_path / "labels.txt"), "--output", str(tmp_path / "x")]) == 2
     assert "2 class names but the model predicts 3 classes" in capsys.readouterr().err
+
+
+def test_a_litert_export_says_what_it_wrote_in_a_few_lines(tmp_path, capfd):
+    """The TFLite converter prints hundreds of lines from C++ and Python; the CLI shows its own."""
+    assert cli.main(["export", "--model", "RegNetX002", "--weights", "none", "--format", "litert",
+                     "--output", str(tmp_path)]) == 0
+    out, err = capfd.readouterr()
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert any(line.startswith("wrote ") for line in lines)
+    assert len(lines) <= 5, "\n".join(lines)

@@ -49,6 +49,15 @@ def _cache_files(keras_home) -> list[str]:
     return sorted(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
+def _two_sources_load_the_reference(server, monkeypatch, reference, first: str, second: str):
+    """RegNetX002's 'imagenet' set served from two routes; loading it gives the reference."""
+    _register(monkeypatch, "RegNetX002", weight_table.Download(server.url + first, "timm"),
+              weight_table.Download(server.url + second, "timm"))
+    model = keras_regnet.RegNetX002(weights="imagenet", classifier_activation=None)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    assert verify.max_logit_difference(model, reference, "timm", images) <= 1e-4
+
+
 # --- 1. a bad download never enters the cache; the next source is tried ----------------------
 
 @pytest.mark.parametrize("bad", ["no-length-cut", "captive-portal-html"])
@@ -60,12 +69,8 @@ def test_a_bad_download_is_discarded_and_the_next_source_used(bad, server, monke
     else:
         server.routes["/hub/model.safetensors"] = (b"<html><body>Please log in</body></html>", "ok")
     server.routes["/mirror/model.safetensors"] = (body, "ok")
-    _register(monkeypatch, "RegNetX002",
-              weight_table.Download(server.url + "/hub/model.safetensors", "timm"),
-              weight_table.Download(server.url + "/mirror/model.safetensors", "timm"))
-    model = keras_regnet.RegNetX002(weights="imagenet", classifier_activation=None)
-    images = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
-    assert verify.max_logit_difference(model, reference, "timm", images) <= 1e-4
+    _two_sources_load_the_reference(server, monkeypatch, reference, "/hub/model.safetensors",
+                                    "/mirror/model.safetensors")
     assert server.requests == ["/hub/model.safetensors", "/mirror/model.safetensors"]
     # Only the good file was kept (its name comes from the URL's last part).
     assert _cache_files(keras_home) == ["RegNetX002_imagenet.weights.h5", "model.safetensors"]
@@ -341,3 +346,160 @@ def test_a_damaged_cache_entry_is_replaced(server, monkeypatch, keras_home, x002
     assert verify.max_logit_difference(model, reference, "timm", images) <= 1e-4
     assert len(server.requests) == 2  # fetched again once
     assert (cache / "downloads" / "model.safetensors").read_bytes() == body
+
+
+# --- 9. writers never destroy what they did not write; one writer per target ---------------
+
+@pytest.mark.parametrize("output", [".", "", ".."])
+def test_preset_never_writes_into_the_current_directory_or_a_parent(tmp_path, monkeypatch, output):
+    from keras_regnet import cli
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    assert cli.main(["preset", "--model", "RegNetX002", "--weights", "none", "--output", output,
+                     "--overwrite"]) == 2
+    assert os.listdir(work) == ["notes.txt"]
+
+
+def test_export_never_writes_into_the_folder_of_its_source(tmp_path):
+    from keras_regnet.hub import write_preset
+
+    weights = tmp_path / "tuned.weights.h5"
+    keras_regnet.RegNetX002(weights=None).save_weights(weights)
+    with pytest.raises(ValueError, match="it holds the source"):
+        write_preset("RegNetX002", str(weights), tmp_path, overwrite=True)
+    assert os.listdir(tmp_path) == ["tuned.weights.h5"]
+
+
+def test_a_second_writer_waits_then_refuses_to_replace_the_first_ones_export(tmp_path):
+    import threading
+
+    from keras_regnet.writers import exclusive_writer
+
+    model = keras_regnet.RegNetX002(weights=None, input_shape=(None, None, 3))
+    base = str(tmp_path / "served")
+    first_holds, release, outcome = threading.Event(), threading.Event(), {}
+
+    def first_writer():  # holds the target's lock as an export in progress does
+        with exclusive_writer(os.path.join(base, "1")):
+            first_holds.set()
+            release.wait(60)
+            export.export_saved_model(model, base + "_elsewhere", 1)  # a real write meanwhile
+            os.makedirs(os.path.join(base, "1"))
+            from keras_regnet.writers import mark
+            mark(os.path.join(base, "1"), "saved_model")  # the first writer's result
+
+    def second_writer():
+        first_holds.wait(60)
+        try:
+            export.export_saved_model(model, base, 1)
+            outcome["second"] = "wrote"
+        except FileExistsError as err:
+            outcome["second"] = str(err)
+
+    threads = [threading.Thread(target=first_writer), threading.Thread(target=second_writer)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    assert "second" not in outcome  # still waiting for the lock
+    release.set()
+    for t in threads:
+        t.join(120)
+    assert "already exists" in outcome["second"]
+    assert os.listdir(os.path.join(base, "1")) == [".keras_regnet_output"]  # the first's, untouched
+
+
+def test_a_writer_removes_what_a_killed_writer_of_its_target_left(tmp_path):
+    from keras_regnet import formats
+
+    base = tmp_path / "served"
+    (base / ".1.exporting.abc123").mkdir(parents=True)  # killed SavedModel export
+    (base / ".2.exporting.zzz").mkdir()  # another version's: not this writer's target
+    (tmp_path / ".m.onnx.k3j4.part").mkdir()  # killed ONNX export
+    model = keras_regnet.RegNetX002(weights=None, input_shape=(None, None, 3))
+    export.export_saved_model(model, str(base), 1)
+    assert sorted(os.listdir(base)) == [".2.exporting.zzz", "1"]
+    formats.export_keras_format(export.fold_for_inference(model), str(tmp_path / "m.onnx"), "onnx")
+    assert not (tmp_path / ".m.onnx.k3j4.part").exists()
+
+
+def test_a_killed_checkpoint_write_is_cleaned_by_the_next_run(demo_dir, tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    (checkpoints / "ckpt-4_temp").mkdir(parents=True)
+    (checkpoints / "ckpt-4_temp" / "part-00000-of-00001").write_bytes(b"half")
+    result = subprocess.run([sys.executable, TRAIN, f"--data_dir={demo_dir}",
+                             f"--model_dir={tmp_path / 'run'}", "--strategy", "one_device",
+                             "--epochs", "1", "--steps_per_epoch", "1",
+                             "--batch_size", "8", "--image_size", "32", "--num_classes", "10",
+                             "--eval_steps", "1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (checkpoints / "ckpt-4_temp").exists()
+
+
+def test_convert_refuses_to_overwrite_unless_asked(tmp_path, x002_safetensors):
+    from keras_regnet import cli
+
+    _, body = x002_safetensors
+    (tmp_path / "x.safetensors").write_bytes(body)
+    out = tmp_path / "x.weights.h5"
+    out.write_bytes(b"my earlier conversion")
+    args = ["convert", "--source", "timm", "--checkpoint", str(tmp_path / "x.safetensors"),
+            "--model", "RegNetX002", "--output", str(out)]
+    assert cli.main(args) == 2
+    assert out.read_bytes() == b"my earlier conversion"
+    assert cli.main([*args, "--overwrite"]) == 0 and out.read_bytes() != b"my earlier conversion"
+
+
+@pytest.mark.parametrize("top_k", ["0", "-1"])
+def test_export_refuses_a_top_k_below_one(tmp_path, capsys, top_k):
+    from keras_regnet import cli
+
+    assert cli.main(["export", "--model", "RegNetX002", "--weights", "none", "--top_k", top_k,
+                     "--output", str(tmp_path / "m")]) == 2
+    assert "--top_k must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+# --- 10. the cache holds only what it verified ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def y002_safetensors(tmp_path_factory):
+    reference = verify.calibrated_reference("RegNetY002", "timm")
+    return open(verify.save_native(reference, "timm", tmp_path_factory.mktemp("y")), "rb").read()
+
+
+def test_a_mirror_serving_another_models_checkpoint_is_discarded_and_the_next_tried(
+        server, monkeypatch, keras_home, x002_safetensors, y002_safetensors, caplog):
+    reference, body = x002_safetensors
+    server.routes["/wrong/model.safetensors"] = (y002_safetensors, "ok")  # RegNetY002's file
+    server.routes["/right/x002.safetensors"] = (body, "ok")
+    _two_sources_load_the_reference(server, monkeypatch, reference, "/wrong/model.safetensors",
+                                    "/right/x002.safetensors")
+    assert _cache_files(keras_home) == ["RegNetX002_imagenet.weights.h5", "x002.safetensors"]
+
+    # A cache poisoned by an earlier version (the wrong file kept under the right name) heals:
+    # the file is named in a warning, deleted, and fetched again from the (now right) source.
+    cache = keras_home / "keras_regnet"
+    (cache / "RegNetX002_imagenet.weights.h5").unlink()
+    (cache / "downloads" / "x002.safetensors").write_bytes(y002_safetensors)
+    with caplog.at_level("WARNING"):
+        keras_regnet.RegNetX002(weights="imagenet")
+    assert "x002.safetensors is not a timm checkpoint of regnetx002" in caplog.text
+    assert str(cache / "downloads" / "x002.safetensors") in caplog.text
+    assert (cache / "downloads" / "x002.safetensors").read_bytes() == body
+
+
+def test_a_read_only_cache_that_holds_the_weights_is_used(server, monkeypatch, keras_home,
+                                                          x002_safetensors):
+    _, body = x002_safetensors
+    server.routes["/w/model.safetensors"] = (body, "ok")
+    _register(monkeypatch, "RegNetX002", weight_table.Download(server.url + "/w/model.safetensors", "timm"))
+    expected = keras_regnet.RegNetX002(weights="imagenet").get_weights()
+    real_access = os.access
+    monkeypatch.setattr(os, "access",
+                        lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
+    loaded = keras_regnet.RegNetX002(weights="imagenet").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(expected, loaded))
+    assert len(server.requests) == 1

@@ -133,11 +133,16 @@ def test_write_preset_never_replaces_a_folder_unasked(tmp_path):
     out = tmp_path / "preset"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        write_preset("RegNetX002", None, out)
+    for overwrite in (False, True):  # someone else's files: not even with overwrite
+        with pytest.raises(FileExistsError, match="files keras_regnet did not write"):
+            write_preset("RegNetX002", None, out, overwrite=overwrite)
     assert os.listdir(out) == ["mine.txt"]
-    path, difference = write_preset("RegNetX002", None, out, overwrite=True)
-    assert difference == 0.0 and "config.json" in os.listdir(path) and "mine.txt" not in os.listdir(path)
+    (out / "mine.txt").unlink()
+    path, difference = write_preset("RegNetX002", None, out)  # an empty folder is fine
+    assert difference == 0.0 and "config.json" in os.listdir(path)
+    with pytest.raises(FileExistsError, match="--overwrite"):  # our own preset: only if asked
+        write_preset("RegNetX002", None, out)
+    write_preset("RegNetX002", None, out, overwrite=True)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging left behind
 
 

@@ -21,6 +21,7 @@ from keras_regnet.preprocessing import EvalTransform
 from keras_regnet.variants import get_variant
 from keras_regnet.weight_table import WEIGHTS, WeightSet, get_weight_set
 from keras_regnet.weights import is_tag
+from keras_regnet.writers import check_folder_target, exclusive_writer, mark
 
 
 def preset_name(model: str, tag: str) -> str:
@@ -61,6 +62,9 @@ def build_classifier(model: str, weights: str | os.PathLike | None = "imagenet",
     return _classifier_and_builder(model, weights, transform, classes)[0]
 
 
+PRESET_KIND = "kerashub_preset"
+
+
 def _classifier_and_builder(model, weights, transform=None, classes=1000):
     name = get_variant(model).name
     if transform is None:
@@ -93,8 +97,9 @@ def write_preset(model: str, weights: str | os.PathLike | None, output: str | os
     Before the folder is published, it is loaded back through KerasHub's generic
     ``ImageClassifier.from_preset`` and its logits are compared with the builder's on two
     random images; returns (path, that largest difference). The folder appears complete and
-    checked, or not at all. An existing non-empty folder is replaced only with
-    ``overwrite=True``; non-commercial weight sets (SWAG) need ``allow_non_commercial=True``.
+    checked, or not at all. An existing preset folder this package wrote is replaced only with
+    ``overwrite=True``, any other non-empty folder never (:mod:`keras_regnet.writers`);
+    non-commercial weight sets (SWAG) need ``allow_non_commercial=True``.
 
     Example:
         >>> write_preset("RegNetX002", None, "/tmp/regnetx002_random", overwrite=True)  # doctest: +SKIP
@@ -110,11 +115,13 @@ def write_preset(model: str, weights: str | os.PathLike | None, output: str | os
         raise ValueError(
             f"{name} weights {weights!r} are licensed {weight_set.license}; pass "
             f"--allow-non-commercial (allow_non_commercial=True) to write a preset of them.")
-    if os.path.isfile(output) or (os.path.isdir(output) and os.listdir(output) and not overwrite):
-        raise FileExistsError(f"{output} already exists; choose another --output or pass --overwrite.")
+    sources = [os.fspath(weights)] if weights is not None and not is_tag(weights) else []
+    check_folder_target(output, PRESET_KIND, overwrite, sources)
     classifier, builder = _classifier_and_builder(name, weights, transform, classes)
-    with atomic_directory(output) as staging:
+    with exclusive_writer(output), atomic_directory(output) as staging:
+        check_folder_target(output, PRESET_KIND, overwrite, sources)  # a writer may have finished
         classifier.save_to_preset(staging)
+        mark(staging, PRESET_KIND)
         loaded = keras_hub.models.ImageClassifier.from_preset(staging)
         size = classifier.preprocessor.image_converter.image_size
         images = np.random.default_rng(0).normal(0.0, 1.0, (2, *size, 3)).astype("float32")

@@ -6,11 +6,12 @@ import contextlib
 import os
 from typing import Iterator
 
+from keras_regnet.writers import TargetInUseError, hold_flock
+
 LOCK_FILE = ".lock"
 
 
-class DirectoryInUseError(RuntimeError):
-    """Another process is training into the same model directory."""
+DirectoryInUseError = TargetInUseError  # another process is training into the same directory
 
 
 @contextlib.contextmanager
@@ -25,24 +26,14 @@ def exclusive(directory: str) -> Iterator[None]:
         >>> with exclusive("/tmp/keras_regnet_doctest_run"):
         ...     pass
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise DirectoryInUseError(
-                f"{directory} is in use by another training run (pid {holder}); wait for it to "
-                f"finish, or pass another --model_dir.") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    holder = "?"
+    if os.path.exists(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            holder = f.read(32).strip() or "?"
+    with hold_flock(path, f"{directory} is in use by another training run (pid {holder}); wait for "
+                          f"it to finish, or pass another --model_dir.", wait=False):
+        with open(path, "w", encoding="utf-8") as f:  # the holder's pid, for the next message
+            f.write(str(os.getpid()))
         yield
-    finally:
-        os.close(fd)  # closing releases the lock

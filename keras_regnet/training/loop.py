@@ -17,6 +17,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import sys
 import time
 from typing import Any, Callable
 
@@ -178,6 +180,7 @@ def setup(config: TrainConfig, recipe: Recipe, spec=None,
         config.model_dir, f".worker-{strategy.cluster_resolver.task_id}")
     if resources is not None:
         resources.enter_context(lock.exclusive(out_dir))
+        _remove_interrupted_checkpoint_writes(os.path.join(out_dir, "checkpoints"))
 
     if config.tfds_name:  # TFDS labels are 0-based
         train_files, val_files, offset = [], [], 0
@@ -202,6 +205,18 @@ def setup(config: TrainConfig, recipe: Recipe, spec=None,
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs")) if chief else None
     return Session(config, recipe, strategy, model, optimizer, step, manager, train_files, val_files,
                    offset, steps_per_epoch(config, train_files), chief, out_dir, writer)
+
+
+def _remove_interrupted_checkpoint_writes(directory: str) -> None:
+    """A run killed while saving leaves TensorFlow's ``ckpt-N_temp`` folder; the next run
+    (holding the directory's lock, so no writer is active) removes it."""
+    if not os.path.isdir(directory):
+        return
+    for entry in os.listdir(directory):
+        if "_temp" in entry and entry.startswith("ckpt-"):
+            log.info("removing %s, left by an interrupted checkpoint write", entry)
+            path = os.path.join(directory, entry)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
 def make_train_step(s: Session) -> Callable:
@@ -252,16 +267,23 @@ def train_epoch(s: Session, epoch: int, train_step: Callable, verbose: bool) -> 
     set_learning_rate(s.optimizer, lr)
 
     def dataset_fn(ctx):
-        pipeline = s.pipeline(True, ctx, seed=config.seed + epoch, skip_batches=done_in_epoch)
+        # A resumed epoch skips what its steps consumed: each global step took one batch per
+        # replica that this input pipeline feeds (per-replica batches, not global ones).
+        skip = done_in_epoch * ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        pipeline = s.pipeline(True, ctx, seed=config.seed + epoch, skip_batches=skip)
         return augment_batches(s.dataset("train", pipeline), s.recipe, config.num_classes).repeat()
 
     iterator = iter(s.strategy.distribute_datasets_from_function(dataset_fn))
     show = verbose and s.chief
+    # On a terminal, Keras's progress bar; in a log file (CI, nohup), where the bar's rewritten
+    # line reads as one step per epoch, one line at each epoch's end instead.
+    live = show and sys.stdout.isatty()
     # "loss" is shown as this epoch's mean cross-entropy so far: Keras's Progbar would show the
     # last step's value alone on the epoch's final line.
-    progbar = keras.utils.Progbar(s.steps_per_epoch, verbose=1 if show else 0, stateful_metrics=["loss"])
-    if show:
+    progbar = keras.utils.Progbar(s.steps_per_epoch, verbose=1 if live else 0, stateful_metrics=["loss"])
+    if live:
         print(f"epoch {epoch + 1}/{config.epochs}  lr {lr:.5f}")
+    started = time.perf_counter()
     progbar.update(done_in_epoch)
     loss_sum, images = 0.0, 0
     for count in range(1, s.steps_per_epoch - done_in_epoch + 1):
@@ -284,6 +306,11 @@ def train_epoch(s: Session, epoch: int, train_step: Callable, verbose: bool) -> 
         if current % config.checkpoint_every == 0:
             s.manager.save(checkpoint_number=current)
     s.manager.save(checkpoint_number=int(s.step.numpy()))
+    if show and not live:
+        steps = s.steps_per_epoch - done_in_epoch
+        rate = images / max(time.perf_counter() - started, 1e-9)
+        print(f"epoch {epoch + 1}/{config.epochs}: {steps}/{s.steps_per_epoch} steps, lr {lr:.5f}, "
+              f"loss {loss_sum / max(steps, 1):.4f}, {rate:.1f} images/s", flush=True)
     return images
 
 
@@ -368,7 +395,14 @@ def evaluate(s: Session) -> tuple[float, float]:
         return ds.take(config.eval_steps) if config.eval_steps else ds
 
     def replica_counts(images, labels):
-        logits = model(images, training=False)
+        # A replica's share of the last batch can be empty, and a batch that is empty in its
+        # static shape breaks Keras's TensorFlow add (a (0, 1, 1, C) tensor passes its bias
+        # test). The model gets a batch of unknown size instead, one dummy image when the
+        # share is empty, and only the real rows are counted.
+        n = tf.shape(labels)[0]
+        one = tf.zeros(tf.concat([[1], tf.shape(images)[1:]], 0), images.dtype)
+        batch = tf.cond(n > 0, lambda: images, lambda: one)
+        logits = model(batch, training=False)[:n]
         top = tf.math.top_k(logits, k=k).indices
         hits = tf.cast(tf.equal(top, tf.cast(labels[:, None], top.dtype)), tf.float32)
         return tf.stack([tf.reduce_sum(hits[:, 0]), tf.reduce_sum(hits),

@@ -64,6 +64,7 @@ def write_split(items: Sequence[tuple[bytes | str, int, str, str]], output_dir: 
     os.makedirs(output_dir, exist_ok=True)
     shards = [items[i::num_shards] for i in range(num_shards)]
     done, skipped = [0], []
+    tty = sys.stderr.isatty()
     staging = tempfile.mkdtemp(prefix=f".{split}-staging-", dir=output_dir)
 
     def write(index: int) -> str:
@@ -80,14 +81,15 @@ def write_split(items: Sequence[tuple[bytes | str, int, str, str]], output_dir: 
                     continue
                 writer.write(make_example(jpeg, label, synset, h, w, filename).SerializeToString())
                 done[0] += 1
-        if progress:
-            print(f"\r{split}: {done[0]}/{len(items)} images", end="", file=sys.stderr, flush=True)
+        if progress:  # one rewritten line on a terminal, a line per shard in a log file
+            line = f"{split}: {done[0]}/{len(items)} images"
+            print(f"\r{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
         return name
 
     try:
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             names = list(pool.map(write, range(num_shards)))
-        if progress:
+        if progress and tty:
             print(file=sys.stderr)
         if not done[0]:
             raise ValueError(f"None of the {len(items)} {split} images could be read; nothing written.")

@@ -1,0 +1,186 @@
+"""Batch-1 and batch-32 latency of every deployment format, each runtime in its own process.
+
+Exports each model once (folded: SavedModel, ONNX, LiteRT, OpenVINO), then times it in a
+fresh interpreter per runtime, as a deployment runs it, never importing keras_regnet there:
+plain TensorFlow with oneDNN off (its default on AVX2 CPUs) and on, onnxruntime, LiteRT
+(XNNPACK, 2 threads) and OpenVINO (float32), beside PyTorch eager (timm) in float32. Median
+of --repeats calls after warm-up; prints the CPU and a table, no assertion. ``--write-docs``
+puts the table into docs/deploy.md.
+
+    python benchmarks/bench_deploy.py --models RegNetX004 RegNetY032
+    python benchmarks/bench_deploy.py --worker litert --path m.tflite --model RegNetX004
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+THREADS = 2
+RUNTIMES = {  # name -> (column title, environment)
+    "tf_onednn_off": ("TF SavedModel, oneDNN off", {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "tf_onednn_on": ("TF SavedModel, oneDNN on", {"TF_ENABLE_ONEDNN_OPTS": "1"}),
+    "onnxruntime": ("onnxruntime", {}),
+    "litert": ("LiteRT (XNNPACK)", {}),
+    "openvino": ("OpenVINO", {}),
+    "timm": ("PyTorch eager (timm)", {}),
+}
+FILES = {"tf_onednn_off": "saved_model", "tf_onednn_on": "saved_model", "onnxruntime": "onnx",
+         "litert": "litert", "openvino": "openvino"}
+TIMM_NAMES = {"RegNetX002": "regnetx_002", "RegNetX004": "regnetx_004", "RegNetY004": "regnety_004",
+              "RegNetY002": "regnety_002", "RegNetY032": "regnety_032"}
+
+
+def _median_ms(call, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _runner(runtime: str, path: str, model: str):
+    """A function images -> probabilities, built the way the runtime's users build it."""
+    if runtime.startswith("tf_"):
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(path).signatures["serving_default"]
+        return lambda x: serve(images=tf.constant(x))["probabilities"].numpy()
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {session.get_inputs()[0].name: x})[0]
+    if runtime == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=path, num_threads=THREADS)
+        index, shape = interpreter.get_input_details()[0]["index"], [None]
+
+        def run(x):
+            if shape[0] != x.shape:
+                interpreter.resize_tensor_input(index, x.shape)
+                interpreter.allocate_tensors()
+                shape[0] = x.shape
+            interpreter.set_tensor(index, x)
+            interpreter.invoke()
+            return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        return run
+    if runtime == "openvino":
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                         "INFERENCE_NUM_THREADS": THREADS})
+        return lambda x: compiled(x)[0]
+    if runtime == "timm":
+        import timm
+        import torch
+
+        torch.set_num_threads(THREADS)
+        net = timm.create_model(TIMM_NAMES[model], pretrained=False).eval()
+        net = net.to(memory_format=torch.channels_last)
+
+        def run(x):
+            with torch.inference_mode():
+                tensor = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+                return net(tensor).softmax(-1).numpy()
+        return run
+    raise ValueError(f"unknown runtime {runtime!r}")
+
+
+def worker(runtime: str, path: str, model: str, size: int, repeats: int) -> dict:
+    import numpy as np
+
+    run = _runner(runtime, path, model)
+    rng = np.random.default_rng(0)
+    result = {}
+    for batch, reps, warm in ((1, repeats * 4, 3), (32, repeats, 1)):
+        x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+        result[f"b{batch}_ms"] = _median_ms(lambda x=x: run(x), reps, warm)
+    return result
+
+
+def export_all(model_name: str, directory: str, size: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    import keras_regnet
+    from keras_regnet import export, formats
+    from keras_regnet.preprocessing import EvalTransform
+
+    model = keras_regnet.RegNet(model_name, weights=None, input_shape=(None, None, 3))
+    folded = export.fold_for_inference(model)
+    paths = {"saved_model": export.export_saved_model(
+        model, os.path.join(directory, "saved"), 1, transform=EvalTransform.for_size(size))}
+    for fmt in ("onnx", "litert", "openvino"):
+        paths[fmt] = formats.export_keras_format(
+            folded, os.path.join(directory, f"{model_name}{formats.SUFFIXES[fmt]}"), fmt)
+    return paths
+
+
+def table(results: dict, cpu: str) -> str:
+    columns = [r for r in RUNTIMES if any(r in per for per in results.values())]
+    lines = [f"Batch-1 / batch-32 latency in ms (median), 224x224, float32, {THREADS} threads; {cpu}.",
+             "", "| model | " + " | ".join(RUNTIMES[c][0] for c in columns) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for model, per in results.items():
+        cells = [f"{per[c]['b1_ms']:.1f} / {per[c]['b32_ms']:.0f}" if c in per else "-" for c in columns]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(text: str) -> None:
+    path = ROOT / "docs" / "deploy.md"
+    begin, end = "<!-- BEGIN GENERATED: latency -->", "<!-- END GENERATED: latency -->"
+    doc = path.read_text(encoding="utf-8")
+    head, rest = doc.split(begin)
+    path.write_text(head + begin + "\n" + text + end + rest.split(end)[1], encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["RegNetX004", "RegNetY032"])
+    parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=list(RUNTIMES))
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--worker", choices=list(RUNTIMES), help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.path, args.model, args.size, args.repeats)))
+        return
+
+    from bench_models import cpu_model, run_worker  # same folder
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models:
+            paths = export_all(model, os.path.join(tmp, model), args.size)
+            results[model] = {}
+            for runtime in args.runtimes:
+                path = paths.get(FILES.get(runtime, ""), "")
+                results[model][runtime] = run_worker(
+                    ["--worker", runtime, "--path", path, "--model", model, "--size", str(args.size),
+                     "--repeats", str(args.repeats)], env=RUNTIMES[runtime][1], script=__file__)
+                print(model, runtime, results[model][runtime], flush=True)
+    text = table(results, cpu_model())
+    print(text)
+    if args.write_docs:
+        write_docs(text)
+
+
+if __name__ == "__main__":
+    main()
