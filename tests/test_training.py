@@ -536,6 +536,8 @@ from keras_regnet.training.demo import digit_images
 from keras_regnet.training.tfrecords import write_arrays
 
 replicas, root = int(sys.argv[1]), sys.argv[2]
+from keras_regnet.training.distribute import split_cpu
+split_cpu(replicas)  # before any TensorFlow op (writing the shards below runs some)
 per_replica = 4
 images, labels = digit_images(32)["validation"]
 out = {}
