@@ -23,13 +23,14 @@ ORDERS = ("keras_regnet_first", "tensorflow_first")
 
 
 def worker(order: str, root: str, model: str, batch: int, size: int, repeats: int) -> dict:
+    import importlib
+
     if order == "tensorflow_first":
-        import tensorflow  # noqa: F401 (the point: TensorFlow loads before keras_regnet)
+        importlib.import_module("tensorflow")  # the point: TensorFlow loads before keras_regnet
     sys.path.insert(0, root)
+    keras_regnet = importlib.import_module("keras_regnet")  # before anything below loads TensorFlow
     from bench_models import _keras_steps, _median_rate  # same folder
     from tensorflow.python.util import _pywrap_util_port
-
-    import keras_regnet
 
     infer, train = _keras_steps(keras_regnet.RegNet(model, weights=None, input_shape=(size, size, 3)),
                                 batch, size)
