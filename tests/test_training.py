@@ -301,6 +301,14 @@ def test_mirrored_two_replicas_learn_and_the_export_scores_what_the_trainer_repo
     # One eval transform: the served model gets exactly the trainer's answers, image for image.
     correct, total = _served_top1(str(tmp_path / "run" / "export" / "1"), data_dir)
     assert total == 360 and 100 * correct / total == metrics["val_top1"]
+    # The run's directory exports again from the CLI (model, classes, transform, labels from
+    # its model.json), and that export serves the same answers with the digits' names.
+    from keras_regnet import cli
+
+    assert cli.main(["export", "--weights", str(tmp_path / "run"), "--output", str(tmp_path / "again")]) == 0
+    assert _served_top1(str(tmp_path / "again" / "1"), data_dir) == (correct, total)
+    labels = (tmp_path / "again" / "1" / "assets" / "labels.txt").read_text().split()
+    assert labels == [str(i) for i in range(10)]
 
 
 @pytest.mark.parametrize("replicas", [1, pytest.param(2, marks=pytest.mark.slow)])
