@@ -311,14 +311,16 @@ def test_mirrored_two_replicas_learn_and_the_export_scores_what_the_trainer_repo
     assert labels == [str(i) for i in range(10)]
 
 
-@pytest.mark.parametrize("replicas", [1, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("replicas", [1, pytest.param(2, marks=pytest.mark.slow),
+                                      pytest.param(3, marks=pytest.mark.slow)])
 def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(demo_dir, tmp_path, replicas):
     strategy = ["--strategy", "one_device"] if replicas == 1 else \
         ["--strategy", "mirrored", "--cpu_replicas", str(replicas)]
+    batch = str(8 * replicas if replicas > 2 else 16)  # splits over the replicas
 
     def arguments(model_dir):
         return [*strategy, f"--data_dir={demo_dir}", f"--model_dir={model_dir}",
-                "--epochs", "3", "--steps_per_epoch", "20", "--batch_size", "16", "--image_size",
+                "--epochs", "3", "--steps_per_epoch", "20", "--batch_size", batch, "--image_size",
                 "32", "--num_classes", "10", "--checkpoint_every", "5"]
 
     uninterrupted = train_cli(arguments(tmp_path / "whole"))
