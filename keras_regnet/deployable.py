@@ -126,7 +126,11 @@ def _read_run(directory: str) -> dict:
 def _load_keras_file(path: str) -> keras.Model:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist.")
-    network = keras.saving.load_model(path, compile=False)
+    try:
+        network = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # a damaged zip, a model needing custom objects: one clear line
+        raise ValueError(f"{path} does not load as a Keras model ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'no detail'}).") from err
     # Served outputs are probabilities: a model that ends in logits gets a softmax.
     probe = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     try:

@@ -103,3 +103,10 @@ def test_a_litert_export_says_what_it_wrote_in_a_few_lines(tmp_path, capfd):
     lines = [line for line in (out + err).splitlines() if line.strip()]
     assert any(line.startswith("wrote ") for line in lines)
     assert len(lines) <= 5, "\n".join(lines)
+
+
+def test_a_damaged_keras_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "bad.keras").write_bytes(b"not a zip")
+    assert cli.main(["export", "--weights", str(tmp_path / "bad.keras"), "--output", str(tmp_path / "o")]) == 2
+    assert "bad.keras does not load as a Keras model" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
