@@ -107,6 +107,7 @@ def test_a_litert_export_says_what_it_wrote_in_a_few_lines(tmp_path, capfd):
 
 def test_a_damaged_keras_file_is_one_line(tmp_path, capsys):
     (tmp_path / "bad.keras").write_bytes(b"not a zip")
-    assert cli.main(["export", "--weights", str(tmp_path / "bad.keras"), "--output", str(tmp_path / "o")]) == 2
+    assert cli.main(["export", "--weights", str(tmp_path / "bad.keras"), "--output",
+                     str(tmp_path / "o")]) == 2
     assert "bad.keras does not load as a Keras model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
