@@ -23,7 +23,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from keras_regnet.preprocessing import EvalTransform, imagenet_classes
+from keras_regnet.preprocessing import EvalTransform, default_class_names
 
 log = logging.getLogger(__name__)
 RUN_DESCRIPTION = "model.json"  # written by the trainer beside final.weights.h5
@@ -104,9 +104,7 @@ def load_deployable(weights: str | None, model: str | None = None, classes: int 
     if names is not None and len(names) != count:
         raise ValueError(f"the labels give {len(names)} class names but the model predicts "
                          f"{count} classes.")
-    if names is None:
-        names = [n for _, n in imagenet_classes()] if count == 1000 else [f"class_{i}" for i in range(count)]
-    return Deployable(network, name, transform or EvalTransform(), list(names))
+    return Deployable(network, name, transform or EvalTransform(), list(names or default_class_names(count)))
 
 
 def _read_run(directory: str) -> dict:

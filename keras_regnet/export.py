@@ -26,7 +26,7 @@ import numpy as np
 
 from keras_regnet.files import atomic_path, replace_directory
 from keras_regnet.folding import fold_batch_norms
-from keras_regnet.preprocessing import EvalTransform, decode_rgb, eval_crop, imagenet_classes
+from keras_regnet.preprocessing import EvalTransform, decode_rgb, default_class_names, eval_crop
 from keras_regnet.writers import check_folder_target, exclusive_writer, mark
 
 log = logging.getLogger(__name__)
@@ -171,10 +171,7 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
     model = fold_for_inference(model)
     classes = int(model.output_shape[-1])
     if class_names is None:
-        if classes == 1000:
-            class_names = [name for _, name in imagenet_classes()]
-        else:
-            class_names = [f"class_{i}" for i in range(classes)]
+        class_names = default_class_names(classes)
     os.makedirs(output, exist_ok=True)
     with exclusive_writer(target, leftovers=[f".{version}.exporting."]):
         _version_dir(output, version, overwrite)  # another writer may have finished meanwhile

@@ -233,6 +233,19 @@ def imagenet_classes() -> list[tuple[str, str]]:
         return [(wnid, name) for wnid, name, _ in json.load(f)]
 
 
+def default_class_names(classes: int) -> list[str]:
+    """ImageNet's names for 1000 classes, ``class_0`` ... otherwise (what exports label with
+    when given no names).
+
+    Example:
+        >>> default_class_names(2), default_class_names(1000)[1]
+        (['class_0', 'class_1'], 'goldfish')
+    """
+    if classes == 1000:
+        return [name for _, name in imagenet_classes()]
+    return [f"class_{i}" for i in range(classes)]
+
+
 def decode_predictions(preds, top: int = 5) -> list[list[tuple[str, str, float]]]:
     """Turns a batch of 1000-way predictions into ``(wordnet_id, name, score)`` lists.
 
