@@ -23,6 +23,8 @@ from keras_regnet.training.optim import TorchSGD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "training", "train.py")
+# The trainer SIGKILLed while writing a given checkpoint (tests/clients/ says how).
+KILLED_IN_CHECKPOINT_WRITE = os.path.join(ROOT, "tests", "clients", "train_killed_in_checkpoint_write.py")
 SMALL = ["--epochs", "2", "--steps_per_epoch", "6", "--batch_size", "16", "--image_size", "32",
          "--num_classes", "10"]
 
@@ -327,19 +329,26 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(demo_dir, tmp_pa
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     tmp_path = tmp_path / "killed"
     args = arguments(tmp_path)
-    proc = subprocess.Popen([sys.executable, TRAIN, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
     checkpoints = tmp_path / "checkpoints"
-    while time.time() < deadline and proc.poll() is None:
-        written = [int(m.group(1)) for f in (os.listdir(checkpoints) if checkpoints.exists() else [])
-                   if (m := re.fullmatch(r"ckpt-(\d+)\.index", f))]
-        if written and max(written) >= 15:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "training ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    if replicas > 1:
+        # Killed in the middle of writing checkpoint 25 (mid-epoch: data written, not merged).
+        killed = subprocess.run([sys.executable, KILLED_IN_CHECKPOINT_WRITE, "25", *args],
+                                capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        assert (checkpoints / "ckpt-25_temp").is_dir() and not (checkpoints / "ckpt-25.index").exists()
+    else:  # killed between checkpoints, wherever the step happens to be
+        proc = subprocess.Popen([sys.executable, TRAIN, *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            written = [int(m.group(1)) for f in (os.listdir(checkpoints) if checkpoints.exists() else [])
+                       if (m := re.fullmatch(r"ckpt-(\d+)\.index", f))]
+            if written and max(written) >= 15:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "training ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert not (tmp_path / "metrics.json").exists()
 
     result = train_cli(args)
@@ -363,53 +372,139 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_multi_worker_two_local_workers_end_identical(demo_dir, tmp_path):
-    import h5py
-
-    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+def _run_workers(command: list[str], workers: int = 2, timeout: int = 400,
+                 wait: bool = True) -> list[subprocess.Popen] | list[str]:
+    """Starts ``command`` as each worker of a local cluster (TF_CONFIG); with ``wait``, waits
+    for all and returns their outputs (failing on a non-zero exit), else returns the processes."""
+    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(workers)]
     procs = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        procs.append(subprocess.Popen(
-            [sys.executable, TRAIN, "--strategy", "multi_worker", f"--data_dir={demo_dir}",
-             f"--model_dir={tmp_path}", *SMALL],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=dict(os.environ, TF_CONFIG=tf_config)))
+    for index in range(workers):
+        tf_config = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True,
+                                      env=dict(os.environ, TF_CONFIG=tf_config)))
+    if not wait:
+        return procs
     outputs = []
     try:
         for proc in procs:
-            outputs.append(proc.communicate(timeout=400)[0])
+            outputs.append(proc.communicate(timeout=timeout)[0])
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outputs)
-    chief, other = tmp_path / "final.weights.h5", tmp_path / ".worker-1" / "final.weights.h5"
+    return outputs
 
-    def arrays(path):
-        out = {}
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
-                         if isinstance(obj, h5py.Dataset) else None)
-        return out
 
-    a, b = arrays(chief), arrays(other)
+def _h5_arrays(path) -> dict[str, np.ndarray]:
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
+                     if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _assert_same_arrays(a: dict, b: dict) -> None:
     assert a.keys() == b.keys() and len(a) > 100
     for key in a:
-        np.testing.assert_array_equal(a[key], b[key])
-    metrics = json.load(open(tmp_path / "metrics.json"))
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)  # bit for bit
+
+
+@pytest.mark.slow
+def test_multi_worker_two_workers_agree_and_resume_exactly_after_a_kill_mid_checkpoint(demo_dir, tmp_path):
+    """Two local workers end with identical weights; the chief SIGKILLed while writing
+    checkpoint 8 (its data written, not yet merged), the other worker finishing it, then both
+    restarted: they agree to resume from step 6 and end bit-identical to the uninterrupted run."""
+    flags = [f"--data_dir={demo_dir}", "--strategy", "multi_worker", *SMALL, "--checkpoint_every", "2"]
+    whole = tmp_path / "whole"
+    _run_workers([TRAIN, f"--model_dir={whole}", *flags])
+    _assert_same_arrays(_h5_arrays(whole / "final.weights.h5"),
+                        _h5_arrays(whole / ".worker-1" / "final.weights.h5"))
+    metrics = json.load(open(whole / "metrics.json"))
     assert metrics["steps"] == 12
     # The two workers' evaluation counted every validation record once: the same top-1 as the
     # final model evaluated on one device.
-    model = keras_regnet.RegNet("RegNetX002", weights=str(chief), classes=10, classifier_activation=None,
-                                input_shape=(None, None, 3))
-    pipeline = TrainConfig(model="RegNetX002", data_dir=demo_dir, image_size=32,
+    model = keras_regnet.RegNet("RegNetX002", weights=str(whole / "final.weights.h5"), classes=10,
+                                classifier_activation=None, input_shape=(None, None, 3))
+    assert metrics["val_top1"] == pytest.approx(_one_device_top1(model, demo_dir), abs=1e-9)
+
+    killed = tmp_path / "killed"
+    chief, other = _run_workers([KILLED_IN_CHECKPOINT_WRITE, "8", f"--model_dir={killed}", *flags],
+                                wait=False)
+    try:
+        chief.wait(timeout=400)
+        assert chief.returncode == -signal.SIGKILL, chief.communicate()[0][-2000:]
+        # The other worker finishes checkpoint 8, then waits for the dead chief in step 9.
+        deadline = time.time() + 60
+        while not (killed / ".worker-1" / "checkpoints" / "ckpt-8.index").exists() and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        other.kill()
+        other.wait()
+    checkpoints = killed / "checkpoints"
+    assert (checkpoints / "ckpt-8_temp").is_dir() and not (checkpoints / "ckpt-8.index").exists()
+    assert (killed / ".worker-1" / "checkpoints" / "ckpt-8.index").exists()
+    outputs = _run_workers([TRAIN, f"--model_dir={killed}", *flags])
+    assert "resuming from it" in outputs[1] and "resumed from" in outputs[0]
+    assert not (checkpoints / "ckpt-8_temp").exists()  # the interrupted write was cleaned up
+    resumed = json.load(open(killed / "metrics.json"))
+    assert resumed["steps"] == 12 and resumed["steps_this_run"] == 6
+    _assert_same_arrays(_h5_arrays(killed / "final.weights.h5"), _h5_arrays(whole / "final.weights.h5"))
+
+
+def _one_device_top1(model, data_dir: str, files: list[str] | None = None) -> float:
+    pipeline = TrainConfig(model="RegNetX002", data_dir=data_dir, image_size=32,
                            num_classes=10).pipeline(False, 64, label_offset=1)
     hits = total = 0
-    for x, y in data_lib.make_dataset(data_lib.split_files(demo_dir, "validation"), pipeline):
+    for x, y in data_lib.make_dataset(files or data_lib.split_files(data_dir, "validation"), pipeline):
         hits += int(np.sum(np.argmax(model(x, training=False), -1) == y.numpy()))
         total += len(y)
-    assert total == 360 and metrics["val_top1"] == pytest.approx(100 * hits / total, abs=1e-9)
+    return 100 * hits / total
+
+
+EVAL_ON_WORKERS = """
+import dataclasses, json, sys
+from keras_regnet.training import data as data_lib, loop
+from keras_regnet.training.config import TrainConfig
+
+root, sizes = sys.argv[1], json.loads(sys.argv[2])
+config = TrainConfig(model="RegNetX002", data_dir=f"{root}/data{sizes[0]}", model_dir=f"{root}/run",
+                     strategy="multi_worker", epochs=1, batch_size=8, image_size=32, num_classes=10)
+session = loop.setup(config, config.tuned(loop.get_recipe("pycls")))
+if session.chief:
+    session.model.save_weights(f"{root}/evaluated.weights.h5")
+top1 = {}
+for size in sizes:
+    files = data_lib.split_files(f"{root}/data{size}", "validation")
+    top1[size] = loop.evaluate(dataclasses.replace(session, val_files=files))[0]
+print(json.dumps(top1))
+"""
+
+
+def test_evaluation_on_two_workers_counts_every_record_once(tmp_path):
+    """Records are sharded over the workers one by one, 4 per worker and batch: 9, 10 and 11
+    records leave the second worker 0, 1 and 1 (= N-1) in the last batch, the first 1, 1, 2."""
+    from keras_regnet.training.demo import digit_images
+    from keras_regnet.training.tfrecords import write_arrays
+
+    images, labels = digit_images(32)["validation"]
+    sizes = [9, 10, 11]
+    names = [str(i) for i in range(10)]
+    for size in sizes:
+        write_arrays(images[:16], labels[:16], names, str(tmp_path / f"data{size}"), "train", 1)
+        write_arrays(images[:size], labels[:size], names, str(tmp_path / f"data{size}"), "validation", 2)
+    outputs = _run_workers(["-c", EVAL_ON_WORKERS, str(tmp_path), json.dumps(sizes)])
+    model = keras_regnet.RegNet("RegNetX002", weights=str(tmp_path / "evaluated.weights.h5"), classes=10,
+                                classifier_activation=None, input_shape=(None, None, 3))
+    for output in outputs:
+        # A worker's own line (gRPC may log after it when the other worker has gone).
+        top1 = json.loads(next(line for line in output.splitlines() if line.startswith('{"')))
+        for size in sizes:
+            expected = _one_device_top1(model, str(tmp_path / f"data{size}"))
+            assert top1[str(size)] == pytest.approx(expected, abs=1e-9), (size, top1)
 
 
 def test_modern_recipe_and_bfloat16_train(demo_dir, tmp_path):

@@ -199,12 +199,56 @@ def setup(config: TrainConfig, recipe: Recipe, spec=None,
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints"), max_to_keep=2)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        log.info("resumed from %s at step %d", manager.latest_checkpoint, int(step.numpy()))
+    resume_from = _checkpoint_every_worker_holds(strategy, manager)
+    if resume_from:
+        checkpoint.restore(resume_from).expect_partial()
+        log.info("resumed from %s at step %d", resume_from, int(step.numpy()))
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs")) if chief else None
     return Session(config, recipe, strategy, model, optimizer, step, manager, train_files, val_files,
                    offset, steps_per_epoch(config, train_files), chief, out_dir, writer)
+
+
+def _checkpoint_step(path: str) -> int:
+    return int(path.rsplit("-", 1)[1])
+
+
+def _checkpoint_every_worker_holds(strategy, manager: tf.train.CheckpointManager) -> str | None:
+    """The checkpoint to resume from: the latest one, or with several workers the latest step
+    that every worker holds.
+
+    Each worker saves its own checkpoints, and a worker killed while writing step N (power
+    lost, SIGKILL) leaves N unwritten while the others finished it: resuming each from its own
+    latest would start the workers at different steps. They agree on the smallest latest step
+    (an all-gather before any training step) and each restores that one.
+    """
+    latest = manager.latest_checkpoint
+    workers = strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") else 1
+    if workers <= 1:
+        return latest
+    own = _checkpoint_step(latest) if latest else 0
+
+    @tf.function
+    def gather_latest_steps():
+        def replica_fn():
+            value = tf.constant([own], tf.int64)
+            return tf.distribute.get_replica_context().all_gather(value, axis=0)
+        return strategy.run(replica_fn)
+
+    agreed = int(tf.reduce_min(strategy.experimental_local_results(gather_latest_steps())[0]))
+    if agreed == own:
+        return latest
+    if agreed == 0:
+        raise RuntimeError(
+            f"Another worker has no checkpoint while this one resumes from {latest}: the workers' "
+            f"runs do not belong together. Give them a fresh --model_dir.")
+    held = {_checkpoint_step(path): path for path in manager.checkpoints}
+    if agreed not in held:
+        raise RuntimeError(
+            f"The workers' latest common checkpoint is step {agreed}, which this worker no longer "
+            f"holds in {manager.directory} (it has steps {sorted(held)}); resume is impossible "
+            f"without it. Give the run a fresh --model_dir.")
+    log.info("another worker's latest checkpoint is step %d: resuming from it, not %s", agreed, latest)
+    return held[agreed]
 
 
 def _remove_interrupted_checkpoint_writes(directory: str) -> None:
