@@ -14,8 +14,11 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util as _importlib_util
 import os as _os
+import sys as _sys
 
+from keras_regnet import keras_side as _keras_side
 from keras_regnet.design.complexity import count as _count
 from keras_regnet.design.spec import AnyNetSpec, RegNetSpec
 from keras_regnet.variants import VARIANTS, get_spec, list_models
@@ -47,72 +50,39 @@ def complexity(spec_or_name: str | RegNetSpec | AnyNetSpec, resolution: int | tu
 # when TensorFlow is already imported: GroupedConv2D then falls back (see its docstring).
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-try:
-    import keras as _keras
-except ImportError:  # no Keras/TensorFlow: the pure design core above still works
-    _keras = None
+_keras_parts_loaded = False
 
-if _keras is not None:
-    from keras_regnet import (  # noqa: F401 (public submodules)
-        applications,
-        conversion,
-        downloads,
-        export,
-        folding,
-        layers,
-        model,
-        preprocessing,
-        references,
-        weight_table,
-        weights,
-    )
-    from keras_regnet.applications import RegNet
-    from keras_regnet.layers import FusedBatchNorm, GroupedConv2D, PointwiseConv2D
-    from keras_regnet.folding import fold_batch_norms
-    from keras_regnet.model import feature_pyramid
-    from keras_regnet.preprocessing import decode_predictions, preprocess_input
-    from keras_regnet.weight_table import list_weights
 
-    # BEGIN GENERATED: builder imports (python -m keras_regnet.tables --write)
-    from keras_regnet.applications import (  # noqa: F401 (public API)
-        RegNetX002,
-        RegNetX004,
-        RegNetX006,
-        RegNetX008,
-        RegNetX016,
-        RegNetX032,
-        RegNetX040,
-        RegNetX064,
-        RegNetX080,
-        RegNetX120,
-        RegNetX160,
-        RegNetX320,
-        RegNetY002,
-        RegNetY004,
-        RegNetY006,
-        RegNetY008,
-        RegNetY016,
-        RegNetY032,
-        RegNetY040,
-        RegNetY064,
-        RegNetY080,
-        RegNetY120,
-        RegNetY160,
-        RegNetY320,
-        RegNetX004TV,
-        RegNetY008TV,
-        RegNetY080TV,
-    )
-    # END GENERATED: builder imports
+def _load_keras_parts() -> None:
+    """Binds the Keras side (:mod:`keras_regnet.keras_side`) as package attributes."""
+    global _keras_parts_loaded
+    if _keras_parts_loaded:
+        return
+    # Set first: importing the submodules looks their names up on the package (__getattr__).
+    _keras_parts_loaded = True
+    globals().update(_keras_side.load())
 
-    # KerasHub finds classes by their registered names, so registering RegNetBackbone & co.
-    # at import is what makes keras_hub's generic from_preset() load RegNet presets.
-    try:
-        import keras_hub as _keras_hub  # noqa: F401
-    except ImportError:  # the [hub] extra is not installed
-        pass
-    else:
-        from keras_regnet import hub  # noqa: F401 (public submodule)
+
+def _started_as_the_cli() -> bool:
+    """True inside the ``keras-regnet`` command: ``list``, ``--help`` and ``sweep sample`` need
+    no Keras, and the commands that do import it themselves (``cli.py``)."""
+    main = _sys.modules.get("__main__")
+    return _os.path.basename(getattr(main, "__file__", None) or "").startswith("keras-regnet")
+
+
+def __getattr__(name: str):
+    """The Keras side on first use, where the package was imported without it (the CLI)."""
+    if not _keras_parts_loaded and _keras_installed and not name.startswith("__"):
+        _load_keras_parts()
+        if name in globals():
+            return globals()[name]
+    raise AttributeError(f"module 'keras_regnet' has no attribute {name!r}")
+
+
+# Without Keras/TensorFlow installed, the pure design core above still works.
+_keras_installed = _importlib_util.find_spec("keras") is not None
+if _keras_installed and not _started_as_the_cli():
+    _load_keras_parts()
 
 __all__ = ["AnyNetSpec", "RegNetSpec", "complexity", "get_spec", "list_models", "RegNet",
            "FusedBatchNorm", "GroupedConv2D", "PointwiseConv2D",

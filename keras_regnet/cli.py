@@ -17,7 +17,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep the TF start-up chatter out of CLI output
+# Keeps TensorFlow's start-up chatter out of the CLI's output. Effective because the command
+# imports the package without TensorFlow (keras_regnet/__init__.py) and loads it only here after.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -186,10 +188,16 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_without_keras(args: argparse.Namespace) -> bool:
+    """Commands that start in well under a second: no TensorFlow, no Keras."""
+    return args.command in ("list", "weights") or (
+        args.command == "sweep" and args.sweep_command in ("sample", "analyze"))
+
+
 def main(argv: list[str] | None = None) -> int:
     # The choices come from the library's constants, never restated here.
     from keras_regnet.design.sampling import SPACES
-    from keras_regnet.export import DEFAULT_MAX_PIXELS, FORMATS, QUANTIZATIONS
+    from keras_regnet.export_choices import DEFAULT_MAX_PIXELS, FORMATS, QUANTIZATIONS
     from keras_regnet.references import SOURCES
     from keras_regnet.writers import TargetInUseError
 
@@ -279,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         run_main(["keras-regnet train", *argv[1:]])
         return 0
     args = parser.parse_args(argv)
+    if not _runs_without_keras(args):
+        from keras_regnet import keras_side
+
+        keras_side.load()  # registers what `import keras_regnet` registers outside the CLI
     try:
         return args.func(args)
     except (ValueError, OSError, ImportError, TargetInUseError) as err:  # input, files, network, extras

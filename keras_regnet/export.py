@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from keras_regnet.export_choices import DEFAULT_MAX_PIXELS, FORMATS, QUANTIZATIONS  # noqa: F401
 from keras_regnet.files import atomic_path, replace_directory
 from keras_regnet.folding import fold_batch_norms
 from keras_regnet.preprocessing import EvalTransform, decode_rgb, default_class_names, eval_crop
@@ -36,9 +37,6 @@ SIGNATURE_BYTES = "serving_bytes"
 LABELS_FILE = "labels.txt"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # "tflite" is LiteRT's file format under its former name, kept for existing scripts.
-FORMATS = ("saved_model", "onnx", "litert", "openvino", "tflite")
-DEFAULT_MAX_PIXELS = 40_000_000  # a 40 MP photo decodes to 120 MB; the crop costs far less
-QUANTIZATIONS = ("none", "dynamic")
 
 
 def _serving_module(model, class_names: Sequence[str], transform: EvalTransform, top_k: int,

@@ -7,6 +7,8 @@ all, and a test fails while any of them is stale.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from keras_regnet.design.complexity import count
 from keras_regnet.variants import VARIANTS
 from keras_regnet.weight_table import list_weights
@@ -35,8 +37,38 @@ def model_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _markdown(columns: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table; a column named ``"name:"`` is right-aligned."""
+    header = "| " + " | ".join(c.rstrip(":") for c in columns) + " |"
+    rule = "|" + "|".join("---:" if c.endswith(":") else "---" for c in columns) + "|"
+    return "\n".join([header, rule, *("| " + " | ".join(row) + " |" for row in rows)]) + "\n"
+
+
 def _top1_cell(ws) -> str:
     return f"{ws.top1:.3f}" if ws.top1 is not None else "not recorded"
+
+
+# Every column a weights table can have: heading -> the cell of one weight set.
+_CELLS: dict[str, Callable] = {
+    "model": lambda ws: f"`{ws.model}`",
+    "tag": lambda ws: f"`{ws.tag}`",
+    "weights": lambda ws: f"`{ws.tag}`",
+    "preset": lambda ws: f"`{ws.preset_name}`",
+    "reported top-1:": _top1_cell,
+    "eval transform": lambda ws: (f"resize {ws.transform.resize}, crop {ws.transform.crop}, "
+                                  f"{ws.transform.interpolation}"),
+    "input": lambda ws: f"{ws.transform.crop}x{ws.transform.crop}",
+    "licence": lambda ws: ws.license,
+    "downloaded from": lambda ws: ", then ".join(f"[{d.source}]({d.url})" for d in ws.downloads),
+    "write it": lambda ws: (f"`keras-regnet preset --model {ws.model} --weights {ws.tag} --output "
+                            f"{ws.preset_name}{' --allow-non-commercial' if ws.non_commercial else ''}`"),
+}
+
+
+def _weights_markdown(*columns: str) -> str:
+    """One row per weight set, with the named columns of ``_CELLS``."""
+    rows = [[_CELLS[c](ws) for c in columns] for ws in list_weights(print_table=False)]
+    return _markdown(list(columns), rows)
 
 
 def weights_table() -> str:
@@ -46,16 +78,8 @@ def weights_table() -> str:
         >>> "| `RegNetY032` | `imagenet` |" in weights_table()
         True
     """
-    lines = [
-        "| model | tag | reported top-1 | eval transform | licence | downloaded from |",
-        "|---|---|---:|---|---|---|",
-    ]
-    for ws in list_weights(print_table=False):
-        t = ws.transform
-        where = ", then ".join(f"[{d.source}]({d.url})" for d in ws.downloads)
-        lines.append(f"| `{ws.model}` | `{ws.tag}` | {_top1_cell(ws)} | resize {t.resize}, crop {t.crop}, "
-                     f"{t.interpolation} | {ws.license} | {where} |")
-    return "\n".join(lines) + "\n"
+    return _weights_markdown("model", "tag", "reported top-1:", "eval transform", "licence",
+                             "downloaded from")
 
 
 def preset_table() -> str:
@@ -65,16 +89,7 @@ def preset_table() -> str:
         >>> "| `regnety032_imagenet` |" in preset_table()
         True
     """
-    lines = [
-        "| preset | model | weights | reported top-1 | input | licence | write it |",
-        "|---|---|---|---:|---|---|---|",
-    ]
-    for ws in list_weights(print_table=False):
-        opt_in = " --allow-non-commercial" if ws.non_commercial else ""
-        lines.append(f"| `{ws.preset_name}` | `{ws.model}` | `{ws.tag}` | {_top1_cell(ws)} | "
-                     f"{ws.transform.crop}x{ws.transform.crop} | {ws.license} | `keras-regnet preset "
-                     f"--model {ws.model} --weights {ws.tag} --output {ws.preset_name}{opt_in}` |")
-    return "\n".join(lines) + "\n"
+    return _weights_markdown("preset", "model", "weights", "reported top-1:", "input", "licence", "write it")
 
 
 def builder_definitions() -> str:
@@ -83,7 +98,7 @@ def builder_definitions() -> str:
 
 
 def builder_imports() -> str:
-    """The package's import of every named builder (``keras_regnet/__init__.py``)."""
+    """The package's import of every named builder (``keras_regnet/keras_side.py``)."""
     names = "".join(f"    {name},\n" for name in VARIANTS)
     return f"from keras_regnet.applications import (  # noqa: F401 (public API)\n{names})\n"
 
@@ -94,7 +109,7 @@ REGIONS = {"model table": model_table, "weights table": weights_table, "preset t
 GENERATED_FILES = {"README.md": ("model table",), "docs/models.md": ("model table",),
                    "docs/weights.md": ("weights table",), "docs/kerashub.md": ("preset table",),
                    "keras_regnet/applications.py": ("builders",),
-                   "keras_regnet/__init__.py": ("builder imports",)}
+                   "keras_regnet/keras_side.py": ("builder imports",)}
 
 
 TABLES_COMMAND = "python -m keras_regnet.tables --write"

@@ -17,7 +17,7 @@ import csv
 import dataclasses
 import os
 
-from keras_regnet.preprocessing import EvalTransform
+from keras_regnet.transforms import EvalTransform
 from keras_regnet.variants import get_variant
 
 DEFAULT_TAG = "imagenet"

@@ -52,3 +52,54 @@ def test_verify_exits_nonzero_above_tolerance(tmp_path, capsys):
                      "RegNetY004", "--output", str(tmp_path / "y004.weights.h5"), "--verify",
                      "--tolerance", "1e-12"])
     assert code == 1 and "FAILED" in capsys.readouterr().out
+
+
+def _console_script() -> str:
+    """The installed ``keras-regnet`` command (pip writes it beside the interpreter)."""
+    import os
+    import shutil
+    import sys
+
+    script = os.path.join(os.path.dirname(sys.executable), "keras-regnet")
+    return script if os.path.exists(script) else shutil.which("keras-regnet")
+
+
+LIGHT_COMMANDS = {"list": (["list"], "RegNetY320"), "help": (["--help"], "usage: keras-regnet"),
+                  "sweep-sample": (["sweep", "sample", "--space", "RegNetX", "--n", "3"], "wrote 3 RegNetX")}
+
+
+@pytest.mark.parametrize("command", LIGHT_COMMANDS)
+def test_light_commands_start_without_tensorflow(command, tmp_path):
+    """`keras-regnet list`, `--help` and `sweep sample` as a user starts them: the installed
+    command in a fresh process, which never imports TensorFlow or Keras (they start in well
+    under a second, where the whole import took ~8 s)."""
+    import subprocess
+    import sys
+
+    argv, expected = LIGHT_COMMANDS[command]
+    if command == "sweep-sample":
+        argv = [*argv, "--out", str(tmp_path / "s.jsonl")]
+    result = subprocess.run([sys.executable, "-X", "importtime", _console_script(), *argv],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "keras_regnet.cli" in imported
+    heavy = {m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "keras_hub", "torch")}
+    assert not heavy, sorted(heavy)[:5]
+    assert expected in result.stdout
+
+
+def test_a_keras_command_of_the_cli_registers_what_import_keras_regnet_does():
+    """Commands that need Keras load the same Keras side as `import keras_regnet` (its layers
+    registered for load_model, KerasHub's classes), before they run."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; sys.modules['__main__'].__file__ = 'keras-regnet'\n"
+             "import keras_regnet.cli as cli, keras\n"
+             "assert keras.saving.get_registered_object('keras_regnet>GroupedConv2D') is None\n"
+             "cli.main(['info', 'RegNetX002', '--size', '32', '--batch', '1'])\n"
+             "assert keras.saving.get_registered_object('keras_regnet>GroupedConv2D') is not None\n"
+             "assert keras.saving.get_registered_object('keras_regnet>RegNetBackbone') is not None\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -1,0 +1,73 @@
+"""The Keras side of the package: its layers, builders and KerasHub classes.
+
+:func:`load` imports them, which registers the layers with Keras (``keras.saving.load_model``
+finds them by name) and, with KerasHub installed, the RegNet classes its ``from_preset`` looks
+up. ``import keras_regnet`` calls it at once; the ``keras-regnet`` command only for the
+commands that need Keras, so that ``list`` and ``--help`` start without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+@functools.cache
+def load() -> dict[str, object]:
+    """Imports the Keras side; returns its public names (builders, layers, submodules)."""
+    from keras_regnet import (  # noqa: F401 (public submodules)
+        applications,
+        conversion,
+        downloads,
+        export,
+        folding,
+        layers,
+        model,
+        preprocessing,
+        references,
+        weight_table,
+        weights,
+    )
+
+    # BEGIN GENERATED: builder imports (python -m keras_regnet.tables --write)
+    from keras_regnet.applications import (  # noqa: F401 (public API)
+        RegNetX002,
+        RegNetX004,
+        RegNetX006,
+        RegNetX008,
+        RegNetX016,
+        RegNetX032,
+        RegNetX040,
+        RegNetX064,
+        RegNetX080,
+        RegNetX120,
+        RegNetX160,
+        RegNetX320,
+        RegNetY002,
+        RegNetY004,
+        RegNetY006,
+        RegNetY008,
+        RegNetY016,
+        RegNetY032,
+        RegNetY040,
+        RegNetY064,
+        RegNetY080,
+        RegNetY120,
+        RegNetY160,
+        RegNetY320,
+        RegNetX004TV,
+        RegNetY008TV,
+        RegNetY080TV,
+    )
+    # END GENERATED: builder imports
+
+
+    names = dict(locals())
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:  # the [hub] extra is not installed
+        pass
+    else:
+        from keras_regnet import hub
+
+        names["hub"] = hub
+    return names
