@@ -75,6 +75,66 @@ def _to_keras_layout(value: np.ndarray, source: str, layer_name: str) -> np.ndar
     return value
 
 
+def _keras_layout_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape :func:`_to_keras_layout` gives a tensor of ``shape``."""
+    if len(shape) == 4:
+        return (shape[2], shape[3], shape[1], shape[0])
+    return shape[::-1] if len(shape) == 2 else shape
+
+
+def plan_state_dict(model, shapes: Mapping[str, tuple[int, ...]], source: str,
+                    skip_head: bool | None = None) -> list[tuple[str, Any, str]]:
+    """Which source tensor goes to which Keras weight, checked on names and shapes alone.
+
+    ``shapes`` maps tensor names to shapes (a state dict's ``{k: v.shape}``; the tensors may
+    live on torch's ``meta`` device: nothing is read). Returns ``(key, variable, layer name)``
+    for every Keras weight.
+
+    Raises:
+        ValueError: listing every unused source tensor and every unassigned or mis-shaped
+            Keras weight (see :func:`load_torch_state_dict`).
+    """
+    lib = library(source)
+    shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items() if not k.endswith("num_batches_tracked")}
+    layer_names = {layer.name for layer in model.layers}
+    if skip_head is None:
+        skip_head = _HEAD_LAYER not in layer_names
+    head_path = lib.other_modules[_HEAD_LAYER]
+    unused = {k for k in shapes if not (skip_head and k.startswith(head_path + "."))}
+    missing, mismatched, plan = [], [], []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        path = module_path(layer.name, source)
+        if path is None:
+            missing.extend(f"{v.path} {tuple(v.shape)} (no {source} counterpart)" for v in layer.weights)
+            continue
+        for key, variable in _layer_tensors(layer, path):
+            if key not in shapes:
+                missing.append(f"{variable.path} {tuple(variable.shape)} <- {key}")
+                continue
+            unused.discard(key)
+            shape = _keras_layout_shape(shapes[key])
+            if shape != tuple(variable.shape):
+                mismatched.append(f"{variable.path}: Keras {tuple(variable.shape)} vs {key} "
+                                  f"{shapes[key]} -> {shape}")
+                continue
+            plan.append((key, variable, layer.name))
+    if missing or mismatched or unused:
+        parts = []
+        if mismatched:
+            parts.append("shape mismatches:\n  " + "\n  ".join(mismatched))
+        if missing:
+            parts.append("Keras weights without a source tensor:\n  " + "\n  ".join(missing))
+        if unused:
+            parts.append("unused source tensors:\n  " + "\n  ".join(
+                f"{k} {shapes[k]}" for k in sorted(unused)))
+        raise ValueError(
+            f"The {source} state dict does not fit {model.name}; nothing was loaded. Check the "
+            f"model name, the source and include_top/classes.\n" + "\n".join(parts))
+    return plan
+
+
 def load_torch_state_dict(model, state_dict: Mapping[str, Any], source: str,
                           skip_head: bool | None = None) -> None:
     """Assigns a PyTorch-layout RegNet state dict to a keras_regnet model.
@@ -96,46 +156,10 @@ def load_torch_state_dict(model, state_dict: Mapping[str, Any], source: str,
         >>> load_torch_state_dict(model, torchvision.models.regnet_y_400mf().state_dict(),
         ...                       "torchvision")  # doctest: +SKIP
     """
-    lib = library(source)
     tensors = to_numpy(state_dict)
-    layer_names = {layer.name for layer in model.layers}
-    if skip_head is None:
-        skip_head = _HEAD_LAYER not in layer_names
-    head_path = lib.other_modules[_HEAD_LAYER]
-    unused = {k for k in tensors if not (skip_head and k.startswith(head_path + "."))}
-    missing, mismatched, assignments = [], [], []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        path = module_path(layer.name, source)
-        if path is None:
-            missing.extend(f"{v.path} {tuple(v.shape)} (no {source} counterpart)" for v in layer.weights)
-            continue
-        for key, variable in _layer_tensors(layer, path):
-            if key not in tensors:
-                missing.append(f"{variable.path} {tuple(variable.shape)} <- {key}")
-                continue
-            unused.discard(key)
-            value = _to_keras_layout(tensors[key], source, layer.name)
-            if tuple(value.shape) != tuple(variable.shape):
-                mismatched.append(f"{variable.path}: Keras {tuple(variable.shape)} vs {key} "
-                                  f"{tuple(tensors[key].shape)} -> {tuple(value.shape)}")
-                continue
-            assignments.append((variable, value))
-    if missing or mismatched or unused:
-        parts = []
-        if mismatched:
-            parts.append("shape mismatches:\n  " + "\n  ".join(mismatched))
-        if missing:
-            parts.append("Keras weights without a source tensor:\n  " + "\n  ".join(missing))
-        if unused:
-            parts.append("unused source tensors:\n  " + "\n  ".join(
-                f"{k} {tuple(tensors[k].shape)}" for k in sorted(unused)))
-        raise ValueError(
-            f"The {source} state dict does not fit {model.name}; nothing was loaded. Check the "
-            f"model name, the source and include_top/classes.\n" + "\n".join(parts))
-    for variable, value in assignments:
-        variable.assign(value.astype(variable.dtype))
+    plan = plan_state_dict(model, {k: v.shape for k, v in tensors.items()}, source, skip_head)
+    for key, variable, layer_name in plan:
+        variable.assign(_to_keras_layout(tensors[key], source, layer_name).astype(variable.dtype))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:

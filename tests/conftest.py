@@ -28,6 +28,36 @@ REFERENCE_CSV = pathlib.Path(keras_regnet.__file__).parent / "data" / "pycls_mod
 TORCHVISION_PARAMS = {"regnet_x_400mf": 5495976, "regnet_y_800mf": 6432512, "regnet_y_8gf": 39381472}
 
 
+def pytest_addoption(parser):
+    parser.addoption("--conversion-matrix", action="store_true",
+                     help="also run numeric conversion parity for every (variant, library) pair "
+                          "(~25 min on 2 cores); by default one model per library and block kind")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``conversion_matrix`` are deselected unless --conversion-matrix is given."""
+    if config.getoption("--conversion-matrix"):
+        return
+    selected = [item for item in items if "conversion_matrix" not in item.keywords]
+    deselected = [item for item in items if "conversion_matrix" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+@pytest.fixture(scope="session")
+def built_model():
+    """``built_model(name)``: the variant's default model (``weights=None``), built once per
+    session and shared by the tests that only read it (building all 27 twice cost minutes)."""
+    import functools
+
+    @functools.cache
+    def build(name: str):
+        return getattr(keras_regnet, name)(weights=None)
+
+    return build
+
+
 def reference_rows() -> dict[str, dict[str, str]]:
     with open(REFERENCE_CSV, newline="") as f:
         return {row["model"]: row for row in csv.DictReader(f)}

@@ -25,8 +25,8 @@ def images(shape=(2, 64, 64), seed=0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", variant_params())
-def test_every_variant_builds_with_exact_parameter_count(name):
-    model = getattr(keras_regnet, name)(weights=None)
+def test_every_variant_builds_with_exact_parameter_count(name, built_model):
+    model = built_model(name)
     expected = keras_regnet.complexity(name)["params"]
     assert trainable_params(model) == expected
     paper_row = REFERENCE.get(VARIANTS[name].paper_name)
