@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 
+from timing_args import timing_parser  # same folder
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 THREADS = 2
@@ -149,11 +151,8 @@ def write_docs(text: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["RegNetX004", "RegNetY032"])
+    parser = timing_parser(__doc__, models=["RegNetX004", "RegNetY032"], size=224, repeats=5)
     parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=list(RUNTIMES))
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--worker", choices=list(RUNTIMES), help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)

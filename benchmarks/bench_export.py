@@ -5,19 +5,16 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
+
+from timing_args import timing_parser  # same folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="RegNetY032")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = timing_parser(__doc__, model="RegNetY032", batch=32, warmup=2, repeats=5)
     args = parser.parse_args()
 
     import numpy as np

@@ -17,6 +17,8 @@ import os
 import pathlib
 import sys
 
+from timing_args import timing_parser  # same folder
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ORDERS = ("keras_regnet_first", "tensorflow_first")
@@ -39,12 +41,7 @@ def worker(order: str, root: str, model: str, batch: int, size: int, repeats: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="RegNetX004")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser = timing_parser(__doc__, model="RegNetX004", batch=32, size=224, repeats=5, rounds=2)
     parser.add_argument("--root", default=str(ROOT), help="the checkout whose keras_regnet to measure")
     parser.add_argument("--worker", choices=ORDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()

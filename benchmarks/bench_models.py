@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Callable
 
+from timing_args import timing_parser  # same folder
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SLOW_STEP_S = 5.0  # a contender slower than this per batch gets 2 timed batches, not --repeats
@@ -269,14 +271,9 @@ def table(results: dict, flops: dict, matmul: float, contenders: list[str]) -> s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["RegNetX004", "RegNetY032"])
+    parser = timing_parser(__doc__, models=["RegNetX004", "RegNetY032"], batch=32, size=224, warmup=2,
+                           repeats=5, rounds=2)
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=list(CONTENDERS))
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--xla-models", nargs="*", default=["RegNetX004"],
                         help="the models the XLA-grouped-conv contenders (stock tf-keras, kimm, JAX) run: "
                              "a RegNetY032 train step takes minutes there")

@@ -12,24 +12,20 @@ GPU by plain TensorFlow in a fresh process, against the Keras model on the CPU.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_models  # noqa: E402
+from timing_args import timing_parser  # noqa: E402
 
 # JAX on the GPU: the CPU contender's JAX_PLATFORMS=cpu is dropped.
 GPU_CONTENDERS = {"keras_regnet": {}, "keras_regnet_jax": {"KERAS_BACKEND": "jax"}, "timm": {}}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["RegNetX004", "RegNetY032"])
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser = timing_parser(__doc__, models=["RegNetX004", "RegNetY032"], batch=128, size=224, warmup=3,
+                           repeats=10)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "mixed"], choices=["fp32", "mixed"])
     args = parser.parse_args()
 

@@ -23,7 +23,6 @@ class ReferenceLibrary:
     """One reference implementation: naming, layout, input convention, how to build it."""
 
     name: str
-    file_format: str  # how its weights are published
     channel_order: str  # "RGB" or "BGR": what its first conv expects
     block_modules: Mapping[str, str]  # our block sub-layer suffix -> its module path in a block
     other_modules: Mapping[str, str]  # stem / head layer -> module path
@@ -71,7 +70,6 @@ def _pycls_build(variant: Variant, classes: int):
 
 PYCLS = ReferenceLibrary(
     name="pycls",
-    file_format=".pyth: a torch pickle {'epoch', 'model_state', 'optimizer_state', 'cfg'}",
     channel_order="BGR",  # trained on BGR input: the stem kernel's input channels are flipped
     block_modules={
         "conv1": "f.a", "conv1_bn": "f.a_bn", "conv2": "f.b", "conv2_bn": "f.b_bn",
@@ -101,7 +99,6 @@ def _timm_build(variant: Variant, classes: int):
 
 TIMM = ReferenceLibrary(
     name="timm",
-    file_format=".safetensors on the Hugging Face hub (timm/<model>.<tag>/model.safetensors)",
     channel_order="RGB",
     block_modules={
         "conv1": "conv1.conv", "conv1_bn": "conv1.bn", "conv2": "conv2.conv",
@@ -148,7 +145,6 @@ def _torchvision_build(variant: Variant, classes: int):
 
 TORCHVISION = ReferenceLibrary(
     name="torchvision",
-    file_format=".pth: a torch-saved state dict",
     channel_order="RGB",
     block_modules={
         "conv1": "f.a.0", "conv1_bn": "f.a.1", "conv2": "f.b.0", "conv2_bn": "f.b.1",

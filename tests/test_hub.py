@@ -116,9 +116,11 @@ def test_converter_is_the_eval_transform_of_each_weight_set():
 def test_preset_names_cover_the_weights_table_and_gate_non_commercial_sets():
     everything = list_presets(include_non_commercial=True)
     assert set(everything) == {preset_name(s.model, s.tag) for s in WEIGHTS}
-    default = list_presets()
-    assert default and all("NC" not in s.license for s in default.values())
-    assert set(everything) - set(default) == {k for k, s in everything.items() if "NC" in s.license}
+    # By default, exactly the weights table's sets whose licence allows commercial use; the
+    # non-commercial ones (SWAG, CC-BY-NC) only on request.
+    non_commercial = {preset_name(s.model, s.tag) for s in WEIGHTS if "NC" in s.license}
+    assert non_commercial, "the table's SWAG sets are CC-BY-NC"
+    assert set(list_presets()) == {preset_name(s.model, s.tag) for s in WEIGHTS} - non_commercial
 
 
 def test_cli_refuses_non_commercial_weights_without_opt_in(tmp_path, capsys):
@@ -243,6 +245,15 @@ def test_transfer_learning_example_runs_as_documented(tmp_path):
                    check=True, timeout=600, cwd=tmp_path)
     result = json.loads((out / "transfer.json").read_text())
     assert result["target_train_images"] == 10 and result["target_val_images"] > 100
-    for key in ("source_val_top1", "target_val_top1_from_preset", "target_val_top1_from_scratch"):
-        assert 0.0 <= result[key] <= 1.0
-    assert (out / "regnetx002_digits04" / "config.json").exists()
+    # The preset it wrote is the model it scored: loaded back through KerasHub, it gets the
+    # reported source top-1 on digits 0-4 of the validation split, image for image.
+    import keras_hub
+
+    from keras_regnet.training.demo import digit_images
+
+    images, labels = digit_images(32)["validation"]
+    source = labels < 5
+    loaded = keras_hub.models.ImageClassifier.from_preset(str(out / "regnetx002_digits04"))
+    predicted = loaded.predict(images[source], verbose=0).argmax(-1)
+    assert result["source_val_top1"] == pytest.approx(float(np.mean(predicted == labels[source])), abs=1e-9)
+    assert result["source_train_images"] == int(np.sum(digit_images(32)["train"][1] < 5))

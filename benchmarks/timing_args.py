@@ -1,0 +1,34 @@
+"""The flags every benchmark shares, with each script's own defaults.
+
+Example:
+    >>> parser = timing_parser("Serving latency.", models=["RegNetX004"], repeats=5)
+    >>> parser.parse_args([]).repeats
+    5
+"""
+
+from __future__ import annotations
+
+import argparse
+
+_FLAGS = {  # flag -> (type, help)
+    "batch": (int, "images per timed call"),
+    "size": (int, "input height and width"),
+    "warmup": (int, "untimed calls first"),
+    "repeats": (int, "timed calls; the median is reported"),
+    "rounds": (int, "alternating rounds of every contender, each in its own process"),
+}
+
+
+def timing_parser(description: str, *, model: str | None = None, models: list[str] | None = None,
+                  **defaults: int) -> argparse.ArgumentParser:
+    """An ArgumentParser with ``--model`` or ``--models`` and the timing flags given defaults
+    for (``batch``, ``size``, ``warmup``, ``repeats``, ``rounds``)."""
+    parser = argparse.ArgumentParser(description=description.split("\n")[0])
+    if model is not None:
+        parser.add_argument("--model", default=model)
+    if models is not None:
+        parser.add_argument("--models", nargs="+", default=models)
+    for name, default in defaults.items():
+        kind, help_text = _FLAGS[name]
+        parser.add_argument(f"--{name}", type=kind, default=default, help=help_text)
+    return parser
