@@ -27,11 +27,19 @@ def load() -> dict[str, object]:
         weight_table,
         weights,
     )
+    from keras_regnet.applications import RegNet  # noqa: F401
+    from keras_regnet.folding import fold_batch_norms  # noqa: F401
+    from keras_regnet.layers import FusedBatchNorm, GroupedConv2D, PointwiseConv2D  # noqa: F401
+    from keras_regnet.model import feature_pyramid  # noqa: F401
+    from keras_regnet.preprocessing import decode_predictions, preprocess_input  # noqa: F401
+    from keras_regnet.weight_table import list_weights  # noqa: F401
 
+    # isort: split
     # BEGIN GENERATED: builder imports (python -m keras_regnet.tables --write)
     from keras_regnet.applications import (  # noqa: F401 (public API)
         RegNetX002,
         RegNetX004,
+        RegNetX004TV,
         RegNetX006,
         RegNetX008,
         RegNetX016,
@@ -46,20 +54,18 @@ def load() -> dict[str, object]:
         RegNetY004,
         RegNetY006,
         RegNetY008,
+        RegNetY008TV,
         RegNetY016,
         RegNetY032,
         RegNetY040,
         RegNetY064,
         RegNetY080,
+        RegNetY080TV,
         RegNetY120,
         RegNetY160,
         RegNetY320,
-        RegNetX004TV,
-        RegNetY008TV,
-        RegNetY080TV,
     )
     # END GENERATED: builder imports
-
 
     names = dict(locals())
     try:

@@ -164,3 +164,13 @@ def test_builder_keywords_are_regnets_with_imagenet_weights():
         keras_regnet.RegNetX002(wieghts=None)
     model = keras_regnet.RegNetX002(False, True, None, pooling="avg")  # positional, like keras.applications
     assert model.output_shape == (None, 368)
+
+
+def test_every_public_name_is_bound_by_import_keras_regnet():
+    """``import keras_regnet`` binds every name of ``__all__`` itself (not on first use only:
+    the Keras side is loaded at import, which is what registers the layers for load_model)."""
+    import keras_regnet
+
+    bound = vars(keras_regnet)
+    assert [name for name in keras_regnet.__all__ if name not in bound] == []
+    assert {"hub", "layers", "export", "conversion"} <= set(bound)
