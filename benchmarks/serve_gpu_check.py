@@ -5,7 +5,7 @@
 Exports the model (``keras-regnet export``'s SavedModel), serves ``serving_default`` in a
 fresh process that never imports keras_regnet, on the GPU, and prints one JSON line: the max
 |difference| against the Keras model on the CPU and the served images/s. Exits non-zero where
-TensorFlow sees no GPU.
+TensorFlow sees no GPU. ``--device cpu`` serves on the CPU instead (the smoke test's run).
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ import tempfile
 import time
 
 
-def serve(path: str, images: str) -> None:
-    """The client side: plain TensorFlow, on the GPU."""
+def serve(path: str, images: str, device: str) -> None:
+    """The client side: plain TensorFlow, on the GPU (or the CPU when asked)."""
     import numpy as np
     import tensorflow as tf
 
-    if not tf.config.list_logical_devices("GPU"):
+    if device == "gpu" and not tf.config.list_logical_devices("GPU"):
         raise SystemExit("TensorFlow sees no GPU")
     served = tf.saved_model.load(path).signatures["serving_default"]
     x = tf.constant(np.load(images))
-    with tf.device("/GPU:0"):
+    with tf.device(f"/{device.upper()}:0"):
         out = served(images=x)["probabilities"].numpy()
         start = time.perf_counter()
         for _ in range(5):
@@ -41,10 +41,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--device", choices=("gpu", "cpu"), default="gpu",
+                        help="where the served model runs (cpu: to try the script without a GPU)")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(*args.serve)
+        serve(*args.serve, args.device)
         return
 
     import numpy as np
@@ -58,8 +60,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = export.export_saved_model(model, tmp, 1)
         np.save(os.path.join(tmp, "x.npy"), x)
-        run = subprocess.run([sys.executable, __file__, args.model, "--serve", path,
-                              os.path.join(tmp, "x.npy")], capture_output=True, text=True)
+        run = subprocess.run([sys.executable, __file__, args.model, "--device", args.device, "--serve",
+                              path, os.path.join(tmp, "x.npy")], capture_output=True, text=True)
     if run.returncode:
         raise SystemExit((run.stderr.strip().splitlines() or ["the served model failed"])[-1])
     served = json.loads(run.stdout.strip().splitlines()[-1])

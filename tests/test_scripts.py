@@ -1,0 +1,60 @@
+"""Every script under benchmarks/ and training/ runs end to end on a tiny input, as a user
+starts it (its own process), so none can rot unnoticed (gpu.py once called a renamed helper).
+
+The trainer (train.py), make_tfrecords.py and transfer_learning.py have their own tests in
+test_training.py, test_hardening.py and test_hub.py; ``test_every_script_has_a_smoke_test``
+keeps this table complete.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TINY = ["--batch", "2", "--size", "32", "--repeats", "1"]
+
+# script -> (arguments, a line its output must hold)
+SMOKE = {
+    "benchmarks/bench_models.py": ([*TINY, "--models", "RegNetX002", "--contenders", "keras_regnet", "timm",
+                                    "--warmup", "0", "--rounds", "1", "--xla-models"],
+                                   r"\| RegNetX002 \| .*timm"),
+    "benchmarks/bench_deploy.py": (["--models", "RegNetX002", "--size", "32", "--repeats", "1"],
+                                   r"RegNetX002.*openvino|openvino.*RegNetX002"),
+    "benchmarks/bench_export.py": (["--model", "RegNetX002", "--batch", "2", "--warmup", "0",
+                                    "--repeats", "1"], r"SavedModel"),
+    "benchmarks/bench_import_order.py": ([*TINY, "--model", "RegNetX002", "--rounds", "1"], r"RegNetX002"),
+    "benchmarks/gpu.py": ([*TINY, "--models", "RegNetX002", "--warmup", "0", "--precisions", "fp32"],
+                          r"\| RegNetX002 \| fp32 \| keras_regnet \|"),
+    "benchmarks/parity_report.py": (["--models", "RegNetX002"], r"RegNetX002\s+pycls\s+\d"),
+    "benchmarks/profile_ops.py": (["--model", "RegNetX002", "--batch", "2", "--steps", "1"], r"RegNetX002"),
+    "benchmarks/serve_gpu_check.py": (["RegNetX002", "--batch", "2", "--device", "cpu"], r'"max_difference"'),
+}
+TESTED_ELSEWHERE = {"training/train.py", "training/make_tfrecords.py", "training/transfer_learning.py"}
+HELPERS = {"benchmarks/timing_args.py"}  # imported by the scripts, not run
+
+
+def test_every_script_has_a_smoke_test():
+    scripts = {str(p.relative_to(ROOT)) for folder in ("benchmarks", "training")
+               for p in (ROOT / folder).glob("*.py")}
+    assert scripts - HELPERS == set(SMOKE) | TESTED_ELSEWHERE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SMOKE)
+def test_script_runs_end_to_end_on_a_tiny_input(script, tmp_path):
+    args, expected = SMOKE[script]
+    result = subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert re.search(expected, result.stdout), result.stdout[-3000:]
+    # Every contender asked for ran (gpu.py's GPU serving check has no GPU here, and says so).
+    missing = [line for line in result.stdout.splitlines()
+               if "unavailable" in line and "sees no GPU" not in line]
+    assert missing == [], result.stdout[-3000:]
+    assert "Traceback" not in result.stderr
