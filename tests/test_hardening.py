@@ -220,20 +220,41 @@ def _train(*args, timeout=300):
 
 
 SMALL = ["--strategy", "one_device", "--epochs", "1", "--steps_per_epoch", "2", "--batch_size",
-         "16", "--image_size", "32", "--num_classes", "10", "--eval_steps", "1"]
+         "16", "--image_size", "32", "--num_classes", "10", "--eval_steps", "1", "--noexport"]
+
+
+def _train_in_process(capsys, *args) -> subprocess.CompletedProcess:
+    """The trainer's command line run in this process (its flags reset first): what a
+    subprocess would return, without a fresh TensorFlow start for each error message."""
+    from absl import flags
+
+    from keras_regnet.training.main import run_main
+
+    flags.FLAGS.unparse_flags()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        run_main(["train.py", *args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, exited.value.code, captured.out, captured.err)
 
 
 @pytest.mark.parametrize("args, expected", [
     (["--data_dir=/nonexistent/records"], "No train shards matching 'train-*' in /nonexistent/records"),
     (["--model=RegNetX04"], "did you mean RegNetX004"),
-    (["--strategy=mirrored", "--cpu_replicas=2", "--batch_size=15"],
-     "--batch_size 15 does not split over 2 replicas"),
     (["--model_dir=/proc/no_such_dir/run"], "/proc/no_such_dir"),
 ])
-def test_train_user_errors_are_one_line(args, expected, demo_dir):
+def test_train_user_errors_are_one_line(args, expected, demo_dir, capsys):
     base = [a for a in SMALL if not a.startswith("--batch_size") and a != "16"]
-    result = _train(f"--data_dir={demo_dir}", *base, *args)
-    assert expected in _one_clear_line(result)
+    assert expected in _one_clear_line(_train_in_process(capsys, f"--data_dir={demo_dir}", *base, *args))
+
+
+def test_train_user_error_exit_path_in_a_fresh_process(demo_dir):
+    """The real exit (status 2, one line, no traceback) once, as a user's shell sees it; the
+    replica split must happen before TensorFlow starts, so this one needs its own process."""
+    base = [a for a in SMALL if not a.startswith("--batch_size") and a != "16"]
+    result = _train(f"--data_dir={demo_dir}", *base, "--strategy=mirrored", "--cpu_replicas=2",
+                    "--batch_size=15")
+    assert "--batch_size 15 does not split over 2 replicas" in _one_clear_line(result)
 
 
 def test_unusable_keras_home_is_one_line(demo_dir, tmp_path):
@@ -433,7 +454,7 @@ def test_a_killed_checkpoint_write_is_cleaned_by_the_next_run(demo_dir, tmp_path
                              f"--model_dir={tmp_path / 'run'}", "--strategy", "one_device",
                              "--epochs", "1", "--steps_per_epoch", "1",
                              "--batch_size", "8", "--image_size", "32", "--num_classes", "10",
-                             "--eval_steps", "1"], capture_output=True, text=True, timeout=300)
+                             "--eval_steps", "1", "--noexport"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert not (checkpoints / "ckpt-4_temp").exists()
 

@@ -323,7 +323,7 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(demo_dir, tmp_pa
     def arguments(model_dir):
         return [*strategy, f"--data_dir={demo_dir}", f"--model_dir={model_dir}",
                 "--epochs", "3", "--steps_per_epoch", "20", "--batch_size", batch, "--image_size",
-                "32", "--num_classes", "10", "--checkpoint_every", "5"]
+                "32", "--num_classes", "10", "--checkpoint_every", "5", "--noexport"]
 
     uninterrupted = train_cli(arguments(tmp_path / "whole"))
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
@@ -418,7 +418,8 @@ def test_multi_worker_two_workers_agree_and_resume_exactly_after_a_kill_mid_chec
     """Two local workers end with identical weights; the chief SIGKILLed while writing
     checkpoint 8 (its data written, not yet merged), the other worker finishing it, then both
     restarted: they agree to resume from step 6 and end bit-identical to the uninterrupted run."""
-    flags = [f"--data_dir={demo_dir}", "--strategy", "multi_worker", *SMALL, "--checkpoint_every", "2"]
+    flags = [f"--data_dir={demo_dir}", "--strategy", "multi_worker", *SMALL, "--checkpoint_every", "2",
+             "--noexport"]
     whole = tmp_path / "whole"
     _run_workers([TRAIN, f"--model_dir={whole}", *flags])
     _assert_same_arrays(_h5_arrays(whole / "final.weights.h5"),
@@ -519,7 +520,7 @@ def test_modern_recipe_and_bfloat16_train(demo_dir, tmp_path):
     assert labels.shape == (8, 10) and np.allclose(labels.numpy().sum(1), 1.0, atol=1e-5)
     assert not np.all(labels.numpy().max(1) == 1.0)  # mixed, not one-hot
     metrics = run(small_config(demo_dir, tmp_path, precision="mixed_bfloat16"), recipe=modern,
-                  verbose=False)
+                  verbose=False, export=False)
     assert metrics["steps"] == 4 and np.isfinite(metrics["val_top1"])
 
 
@@ -624,7 +625,7 @@ def test_keras_regnet_train_runs_the_trainer(demo_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "keras_regnet.cli", "train", "--strategy", "one_device",
          f"--data_dir={demo_dir}", f"--model_dir={tmp_path}", "--epochs", "1", "--batch_size",
-         "512", "--image_size", "32", "--num_classes", "10", "--eval_steps", "1"],
+         "512", "--image_size", "32", "--num_classes", "10", "--eval_steps", "1", "--noexport"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.load(open(tmp_path / "metrics.json"))
@@ -688,6 +689,7 @@ def test_digits_accuracy_floor_that_every_earlier_trainer_met(demo_dir, tmp_path
     (2026-11-26) ended at 74-76% validation top-1 on a 2-core AMD EPYC (docs/training.md)."""
     result = train_cli(["--strategy", "mirrored", "--cpu_replicas", "2", f"--data_dir={demo_dir}",
                         f"--model_dir={tmp_path}", "--num_classes", "10", "--model", "RegNetX002",
-                        "--image_size", "32", "--epochs", "15", "--batch_size", "64"], timeout=900)
+                        "--image_size", "32", "--epochs", "15", "--batch_size", "64", "--noexport"],
+                       timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.load(open(tmp_path / "metrics.json"))["val_top1"] >= 70.0

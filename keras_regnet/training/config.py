@@ -109,6 +109,8 @@ class TrainConfig:
                                           "rule (pycls: 0.1 x batch_size / 128); lower it to fine-tune")
     weight_decay: float | None = _option(None, "unset: the recipe's (pycls: 5e-5 as L2 in the "
                                          "gradient; modern: AdamW's decoupled 0.05)")
+    export: bool = _option(True, "write the SavedModel (model_dir/export/N) at the end; "
+                           "--noexport: final weights and metrics only")
 
     def __post_init__(self) -> None:
         get_variant(self.model)  # an unknown name fails here, naming the closest ones

@@ -391,7 +391,7 @@ def _train_evaluate_finish(s: Session, verbose: bool, export: bool) -> dict:
             tf.summary.scalar("val/top5", top5)
         s.writer.flush()
     if s.chief:
-        finish(s.model, config, metrics, export)
+        finish(s.model, config, metrics, export and config.export)
     else:  # kept so that the replicas can be compared
         save_keras_weights(s.model, os.path.join(s.out_dir, "final.weights.h5"))
     if verbose and s.chief:
