@@ -30,6 +30,17 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
+    if args.verify:
+        from keras_regnet.downloads import cache_dir
+        from keras_regnet.integrity import verify_cache
+
+        cache = cache_dir(writable=False)
+        report = verify_cache(cache) if os.path.isdir(cache) else []
+        for name, status in report:
+            print(f"{status:<13}{name}")
+        changed = sum(status == "CHANGED" for _, status in report)
+        print(f"{len(report)} files in {cache}: {changed} changed since they were recorded")
+        return 1 if changed else 0
     from keras_regnet.weight_table import list_weights
 
     list_weights()
@@ -279,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train", add_help=False,
                    help="train, evaluate and export (training/train.py; `train --help` for its flags)")
     weights = sub.add_parser("weights", help="print the pretrained weights table")
+    weights.add_argument("--verify", action="store_true",
+                         help="re-hash every file of the weights cache against its manifest")
     weights.set_defaults(func=_weights)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # the trainer parses its own (absl) flags

@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 from typing import Callable
 
+from keras_regnet import integrity
 from keras_regnet.files import atomic_path
 from keras_regnet.weight_table import Download
 
@@ -116,7 +117,8 @@ class _Progress:
 
 
 def download(dl: Download, directory: str, validate: Callable[[str], object] | None = None) -> str:
-    """Fetches ``dl`` into ``directory`` (once) and returns the local path.
+    """Fetches ``dl`` into ``directory`` (a folder of the cache: its manifest is one level up)
+    once and returns the local path.
 
     The body goes to a temporary file beside the final path. It must match the Content-Length
     and the published hash, and ``validate(temporary path)`` must accept it (e.g. read it as a
@@ -148,6 +150,10 @@ def download(dl: Download, directory: str, validate: Callable[[str], object] | N
             raise DownloadError(f"Download of {url} was truncated: got {progress.done} of {total} "
                                 f"bytes. Nothing was kept; try again.")
         _check_hash(dl, url, digest.hexdigest())
+        try:  # the published hash, where there is one; else the first download's (TOFU)
+            integrity.check_download(os.path.dirname(directory), dl.url, digest.hexdigest())
+        except integrity.IntegrityError as err:
+            raise DownloadError(str(err)) from None
         if validate is not None:
             try:
                 validate(tmp)
@@ -155,6 +161,7 @@ def download(dl: Download, directory: str, validate: Callable[[str], object] | N
                 raise DownloadError(
                     f"{url} did not give a valid {dl.filename} ({progress.done} bytes; {err}). "
                     f"Nothing was kept.") from err
+    integrity.record_download(os.path.dirname(directory), dl.url, path, digest.hexdigest())
     return path
 
 

@@ -16,7 +16,7 @@ import logging
 import os
 import warnings
 
-from keras_regnet import conversion, downloads
+from keras_regnet import conversion, downloads, integrity
 from keras_regnet import model as architecture
 from keras_regnet.files import atomic_path
 from keras_regnet.references import detect_source
@@ -101,8 +101,14 @@ def fetch_converted(model: str, tag: str = DEFAULT_TAG) -> str:
     source is tried).
     """
     target = converted_path(model, tag)
+    cache = downloads.cache_dir(writable=False)
     if os.path.exists(target):
-        return target
+        try:
+            integrity.check_file(cache, target)
+            return target
+        except integrity.IntegrityError as err:
+            log.warning("%s; deleting it and converting the weights again", err)
+            os.remove(target)
     downloads.cache_dir()  # the cache must be writable from here on: a clear error if not
     weight_set = get_weight_set(model, tag)
     errors = []
@@ -114,6 +120,7 @@ def fetch_converted(model: str, tag: str = DEFAULT_TAG) -> str:
             errors.append(str(err))
             continue
         save_keras_weights(keras_model, target)
+        integrity.record_file(cache, target)
         return target
     raise downloads.DownloadError(
         f"Could not fetch weights {tag!r} for {weight_set.model} from any of its "
@@ -137,9 +144,10 @@ def _fetch_into(keras_model, dl) -> None:
     cached = os.path.join(directory, dl.filename)
     if os.path.exists(cached):
         try:
+            integrity.check_file(os.path.dirname(directory), cached)
             fits(cached)
             return
-        except ValueError as err:
+        except ValueError as err:  # IntegrityError too: changed on disk since it was recorded
             log.warning("%s (cached at %s); deleting it and downloading it again", err, cached)
             os.remove(cached)
     downloads.download(dl, directory, validate=fits)

@@ -46,7 +46,8 @@ def _register(monkeypatch, model, *files):
 
 def _cache_files(keras_home) -> list[str]:
     root = keras_home / "keras_regnet"
-    return sorted(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    return sorted(p.name for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) \
+        if root.exists() else []
 
 
 def _two_sources_load_the_reference(server, monkeypatch, reference, first: str, second: str):
@@ -73,7 +74,8 @@ def test_a_bad_download_is_discarded_and_the_next_source_used(bad, server, monke
                                     "/mirror/model.safetensors")
     assert server.requests == ["/hub/model.safetensors", "/mirror/model.safetensors"]
     # Only the good file was kept (its name comes from the URL's last part).
-    assert _cache_files(keras_home) == ["RegNetX002_imagenet.weights.h5", "model.safetensors"]
+    assert _cache_files(keras_home) == ["RegNetX002_imagenet.weights.h5", "manifest.json",
+                                        "model.safetensors"]
 
 
 def test_all_sources_bad_names_every_url_and_keeps_nothing(server, monkeypatch, keras_home):
@@ -498,12 +500,14 @@ def test_a_mirror_serving_another_models_checkpoint_is_discarded_and_the_next_tr
     server.routes["/right/x002.safetensors"] = (body, "ok")
     _two_sources_load_the_reference(server, monkeypatch, reference, "/wrong/model.safetensors",
                                     "/right/x002.safetensors")
-    assert _cache_files(keras_home) == ["RegNetX002_imagenet.weights.h5", "x002.safetensors"]
+    assert _cache_files(keras_home) == ["RegNetX002_imagenet.weights.h5", "manifest.json",
+                                        "x002.safetensors"]
 
     # A cache poisoned by an earlier version (the wrong file kept under the right name) heals:
     # the file is named in a warning, deleted, and fetched again from the (now right) source.
     cache = keras_home / "keras_regnet"
     (cache / "RegNetX002_imagenet.weights.h5").unlink()
+    (cache / "manifest.json").unlink()  # earlier versions kept no hashes
     (cache / "downloads" / "x002.safetensors").write_bytes(y002_safetensors)
     with caplog.at_level("WARNING"):
         keras_regnet.RegNetX002(weights="imagenet")

@@ -144,8 +144,8 @@ def test_imagenet_weights_download_convert_cache_and_load(server, monkeypatch, t
     assert len(server.requests) == 1
     np.testing.assert_array_equal(headless.get_layer("s4_b7_conv3").get_weights()[0],
                                   model.get_layer("s4_b7_conv3").get_weights()[0])
-    assert _files(keras_home / "keras_regnet") == ["RegNetY002_imagenet.weights.h5",
-                                                   "regnety_002.test.safetensors"]
+    assert _files(keras_home / "keras_regnet") == [".manifest.lock", "RegNetY002_imagenet.weights.h5",
+                                                   "manifest.json", "regnety_002.test.safetensors"]
 
 
 def test_falls_back_to_the_next_source(server, monkeypatch, tmp_path, keras_home):
@@ -163,3 +163,82 @@ def test_no_network_error_says_where_to_put_the_file(server, monkeypatch, tmp_pa
     _serve_reference(server, monkeypatch, tmp_path, "RegNetX002", [("/gone.safetensors", "timm", None)])
     with pytest.raises(ConnectionError, match="place it at .*keras_regnet"):
         keras_regnet.RegNetX002(weights="imagenet")
+
+
+# --- integrity: pinned hashes, trust on first use, `weights --verify` ---------------------------
+
+def _unpinned_x002(server, monkeypatch, tmp_path, body: bytes) -> str:
+    """RegNetX002's 'imagenet' set from one unpinned URL (like the hub's resolve/main)."""
+    route = "/timm/regnetx_002.test/resolve/main/model.safetensors"
+    server.routes[route] = (body, "ok")
+    ws = weight_table.WeightSet("RegNetX002", "imagenet", 70.0, EvalTransform(), "MIT",
+                                (weight_table.Download(server.url + route, "timm"),))
+    monkeypatch.setitem(weight_table._REGISTRY, ("RegNetX002", "imagenet"), ws)
+    return route
+
+
+def test_first_download_is_recorded_and_later_loads_and_downloads_must_match(server, monkeypatch, tmp_path,
+                                                                              keras_home, capsys, caplog):
+    import json
+
+    from keras_regnet import cli, weights
+
+    reference = verify.calibrated_reference("RegNetX002", "timm")
+    body = open(verify.save_native(reference, "timm", tmp_path), "rb").read()
+    route = _unpinned_x002(server, monkeypatch, tmp_path, body)
+    keras_regnet.RegNetX002(weights="imagenet")
+    cache = keras_home / "keras_regnet"
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["downloads"] == {server.url + route: hashlib.sha256(body).hexdigest()}
+    converted = cache / "RegNetX002_imagenet.weights.h5"
+    assert set(manifest["files"]) == {"downloads/regnetx_002.test.safetensors", converted.name}
+    assert cli.main(["weights", "--verify"]) == 0
+    assert "2 files" in capsys.readouterr().out
+
+    # A cached file changed on disk (same size): --verify names it, and the next load
+    # notices, says so, and rebuilds it from the (intact) download.
+    data = bytearray(converted.read_bytes())
+    data[-100] ^= 0xFF
+    converted.write_bytes(bytes(data))
+    assert cli.main(["weights", "--verify"]) == 1
+    assert f"CHANGED      {converted.name}" in capsys.readouterr().out
+    with caplog.at_level("WARNING"):
+        path = weights.fetch_converted("RegNetX002")
+    assert "does not hash as recorded" in caplog.text and str(converted) in caplog.text
+    assert cli.main(["weights", "--verify"]) == 0 and path == str(converted)
+
+    # The URL serves another file later (a mutable hub URL re-pointed): refused, nothing kept.
+    server.routes[route] = (body + b" ", "ok")
+    os.remove(converted)
+    os.remove(cache / "downloads" / "regnetx_002.test.safetensors")
+    with pytest.raises(ConnectionError, match="now serves a different file than when it was first"):
+        weights.fetch_converted("RegNetX002")
+    assert not (cache / "downloads" / "regnetx_002.test.safetensors").exists()
+
+
+def test_a_rejected_download_is_not_trusted_on_first_use(server, monkeypatch, tmp_path, keras_home):
+    """A mirror serving another model's checkpoint records nothing: once it serves the right
+    file, that one loads (the first download that passed every check is the one trusted)."""
+    import json
+
+    from keras_regnet import weights
+
+    def checkpoint(name: str, folder) -> bytes:
+        folder.mkdir()
+        path = verify.save_native(verify.calibrated_reference(name, "timm"), "timm", folder)
+        return open(path, "rb").read()
+
+    wrong = checkpoint("RegNetY002", tmp_path / "wrong")
+    route = _unpinned_x002(server, monkeypatch, tmp_path, wrong)
+    with pytest.raises(ConnectionError, match="is not a timm checkpoint of"):
+        weights.fetch_converted("RegNetX002")
+    manifest = keras_home / "keras_regnet" / "manifest.json"
+    assert not manifest.exists() or json.loads(manifest.read_text())["downloads"] == {}
+    server.routes[route] = (checkpoint("RegNetX002", tmp_path / "right"), "ok")
+    assert os.path.exists(weights.fetch_converted("RegNetX002"))
+
+
+def test_torchvision_files_are_pinned_by_the_hash_in_their_names():
+    pinned = [d for ws in weight_table.WEIGHTS for d in ws.downloads if d.source == "torchvision"]
+    assert pinned and all(d.sha256_prefix and len(d.sha256_prefix) >= 8 for d in pinned)
+    assert all(d.sha256_prefix in d.url for d in pinned)
