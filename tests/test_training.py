@@ -281,6 +281,7 @@ def _served_top1(export_dir: str, data_dir: str) -> tuple[int, int]:
     return correct, total
 
 
+@pytest.mark.slow
 def test_mirrored_two_replicas_learn_and_the_export_scores_what_the_trainer_reported(tmp_path):
     # Digits as 40x52 JPEGs: larger than the 32 crop and not square, so the eval transform
     # resizes and crops for real. 360 validation images: the replicas' last batches are uneven.
@@ -313,8 +314,8 @@ def test_mirrored_two_replicas_learn_and_the_export_scores_what_the_trainer_repo
     assert labels == [str(i) for i in range(10)]
 
 
-@pytest.mark.parametrize("replicas", [1, pytest.param(2, marks=pytest.mark.slow),
-                                      pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("replicas", [1, 2, 3])
 def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(demo_dir, tmp_path, replicas):
     strategy = ["--strategy", "one_device"] if replicas == 1 else \
         ["--strategy", "mirrored", "--cpu_replicas", str(replicas)]
@@ -485,6 +486,7 @@ print(json.dumps(top1))
 """
 
 
+@pytest.mark.slow
 def test_evaluation_on_two_workers_counts_every_record_once(tmp_path):
     """Records are sharded over the workers one by one, 4 per worker and batch: 9, 10 and 11
     records leave the second worker 0, 1 and 1 (= N-1) in the last batch, the first 1, 1, 2."""
@@ -633,9 +635,8 @@ def test_keras_regnet_train_runs_the_trainer(demo_dir, tmp_path):
 
 
 EVAL_ON_REPLICAS = """
-import json, sys
+import dataclasses, json, sys
 import numpy as np
-import keras_regnet
 from keras_regnet.training import data as data_lib, loop
 from keras_regnet.training.config import TrainConfig
 from keras_regnet.training.demo import digit_images
@@ -646,22 +647,24 @@ from keras_regnet.training.distribute import split_cpu
 split_cpu(replicas)  # before any TensorFlow op (writing the shards below runs some)
 per_replica = 4
 images, labels = digit_images(32)["validation"]
-out = {}
+names = [str(i) for i in range(10)]
 # Validation sizes whose last global batch leaves the last replica 0, 1 and N-1 examples.
-for size in sorted({per_replica * replicas + per_replica * (replicas - 1) + extra
-                    for extra in (0, 1, replicas - 1)}):
-    data = f"{root}/data{size}"
-    write_arrays(images[:16], labels[:16], [str(i) for i in range(10)], data, "train", 1)
-    write_arrays(images[:size], labels[:size], [str(i) for i in range(10)], data, "validation", 2)
-    config = TrainConfig(model="RegNetX002", data_dir=data, model_dir=f"{root}/run{size}",
-                         strategy="mirrored", cpu_replicas=replicas, epochs=1,
-                         batch_size=per_replica * replicas, image_size=32, num_classes=10)
-    session = loop.setup(config, config.tuned(loop.get_recipe("pycls")))
-    top1, top5 = loop.evaluate(session)
+sizes = sorted({per_replica * (2 * replicas - 1) + extra for extra in (0, 1, replicas - 1)})
+for size in sizes:
+    write_arrays(images[:size], labels[:size], names, f"{root}/data{size}", "validation", 2)
+write_arrays(images[:16], labels[:16], names, f"{root}/data{sizes[0]}", "train", 1)
+config = TrainConfig(model="RegNetX002", data_dir=f"{root}/data{sizes[0]}", model_dir=f"{root}/run",
+                     strategy="mirrored", cpu_replicas=replicas, epochs=1,
+                     batch_size=per_replica * replicas, image_size=32, num_classes=10)
+session = loop.setup(config, config.tuned(loop.get_recipe("pycls")))
+out = {}
+for size in sizes:
+    files = data_lib.split_files(f"{root}/data{size}", "validation")
+    top1, top5 = loop.evaluate(dataclasses.replace(session, val_files=files))
     # The same model over the same records on one device, batch by batch.
     pipeline = config.pipeline(False, 16, label_offset=session.label_offset)
     hits = total = 0
-    for x, y in data_lib.make_dataset(session.val_files, pipeline):
+    for x, y in data_lib.make_dataset(files, pipeline):
         hits += int(np.sum(np.argmax(session.model(x, training=False), -1) == y.numpy()))
         total += len(y)
     out[size] = {"top1": top1, "expected": 100 * hits / total, "records": total}
@@ -669,6 +672,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("replicas", [1, 2, 3])
 def test_evaluation_counts_every_record_once_whatever_the_last_replica_gets(tmp_path, replicas):
     """The last global batch can leave a replica 0, 1 or N-1 examples (0 once crashed the
