@@ -80,7 +80,10 @@ def __getattr__(name: str):
 
 
 # Without Keras/TensorFlow installed, the pure design core above still works.
-_keras_installed = _importlib_util.find_spec("keras") is not None
+try:
+    _keras_installed = _importlib_util.find_spec("keras") is not None
+except ImportError:  # an import hook that refuses keras: as good as not installed
+    _keras_installed = False
 if _keras_installed and not _started_as_the_cli():
     _load_keras_parts()
 
