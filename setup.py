@@ -15,6 +15,7 @@ EXTRAS = {
     # backend tests. torch/torchvision are pinned to builds that install from local disk here.
     "test": [
         "pytest>=7",
+        "pytest-xdist>=3",  # the suite runs on 2 workers: most of its time is fresh processes
         "jax>=0.4.30",
         "tf-keras~=2.21.0",
         "ruff",

@@ -63,9 +63,18 @@ def reference_rows() -> dict[str, dict[str, str]]:
         return {row["model"]: row for row in csv.DictReader(f)}
 
 
+# Variants above this many multiply-adds are `slow` in variant-parametrised tests: the quick
+# pass builds the small ones, the full suite (CI) every one.
+QUICK_PASS_FLOPS = 1.7e9
+
+
+def quick_pass_marks(name: str) -> list:
+    return [pytest.mark.slow] if count(VARIANTS[name].spec)["flops"] > QUICK_PASS_FLOPS else []
+
+
 def variant_params():
-    """pytest params over the whole variants table (every model builds in seconds)."""
-    return [pytest.param(name, id=name) for name in VARIANTS]
+    """pytest params over the whole variants table (the large ones marked slow)."""
+    return [pytest.param(name, id=name, marks=quick_pass_marks(name)) for name in VARIANTS]
 
 
 def randomize_batch_norms(model, seed: int = 0) -> None:

@@ -13,6 +13,9 @@ import pytest
 import keras_regnet
 from conftest import smallest_per_family
 
+# Fresh processes and real runtimes throughout: part of the full suite, not the quick pass.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("name", smallest_per_family())
 def test_jax_backend_matches_tensorflow(name, tmp_path):

@@ -25,6 +25,7 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert "Unknown model 'RegNetZ999'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source, model", [("pycls", "RegNetX002"), ("timm", "RegNetY002"),
                                            ("torchvision", "RegNetX004TV")])
 def test_convert_with_verify(source, model, tmp_path, capsys):
@@ -45,6 +46,7 @@ def test_convert_with_verify(source, model, tmp_path, capsys):
     assert "nothing was loaded" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_verify_exits_nonzero_above_tolerance(tmp_path, capsys):
     reference = verify.calibrated_reference("RegNetY004", "torchvision")
     checkpoint = verify.save_native(reference, "torchvision", tmp_path)
@@ -89,6 +91,7 @@ def test_light_commands_start_without_tensorflow(command, tmp_path):
     assert expected in result.stdout
 
 
+@pytest.mark.slow
 def test_a_keras_command_of_the_cli_registers_what_import_keras_regnet_does():
     """Commands that need Keras load the same Keras side as `import keras_regnet` (its layers
     registered for load_model, KerasHub's classes), before they run."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import keras_regnet
+from conftest import quick_pass_marks
 from keras_regnet import complexity, conversion, references, verify
 from keras_regnet.variants import VARIANTS
 
@@ -38,7 +39,8 @@ def rgb_images(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (2, height, width, 3)).astype("float32")
 
 
-@pytest.mark.parametrize("name, source", [pytest.param(n, s, id=f"{n}-{s}") for n, s in PAIRS])
+@pytest.mark.parametrize("name, source", [pytest.param(n, s, id=f"{n}-{s}", marks=quick_pass_marks(n))
+                                          for n, s in PAIRS])
 def test_every_reference_state_dict_maps_onto_our_weights(name, source, built_model):
     """Every (variant, library) pair: the library's own model, built on torch's meta device
     (shapes, no memory), maps tensor for tensor onto our weights, every one used once."""

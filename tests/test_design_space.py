@@ -48,6 +48,7 @@ def test_samplers_respect_every_constraint_and_are_reproducible(space):
             assert d == sorted(d)
 
 
+@pytest.mark.slow
 def test_window_parsing_and_bad_input():
     assert sampling.parse_window("360M:400M") == (360e6, 400e6)
     assert sampling.parse_window("1.5G:2G") == (1.5e9, 2e9)
@@ -133,6 +134,7 @@ def _cli(*args, **kwargs):
                           text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_sweep_sample_train_analyze_end_to_end(tmp_path):
     paths = []
     for space in ("RegNetX", "AnyNetXA"):
@@ -153,6 +155,7 @@ def test_sweep_sample_train_analyze_end_to_end(tmp_path):
     assert (tmp_path / "report" / "edf.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_retraining(tmp_path):
     path = str(tmp_path / "x.jsonl")
     assert _cli("sweep", "sample", "--space", "RegNetX", "--n", "3", "--seed", "1", "--flops",

@@ -19,6 +19,9 @@ import keras_regnet
 from keras_regnet import cli, export
 from keras_regnet.preprocessing import EvalTransform, eval_crop
 
+# Fresh processes and real runtimes throughout: part of the full suite, not the quick pass.
+pytestmark = pytest.mark.slow
+
 
 def sharp_model(name="RegNetY002", classes=1000):
     """A random model whose classifier is scaled so that its probabilities are far from uniform.

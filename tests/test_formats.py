@@ -12,6 +12,9 @@ import conftest
 import keras_regnet
 from keras_regnet import cli, export, formats
 
+# Fresh processes and real runtimes throughout: part of the full suite, not the quick pass.
+pytestmark = pytest.mark.slow
+
 KERAS_FORMATS = {"tf_saved_model": "", "onnx": ".onnx", "litert": ".tflite", "openvino": ".xml"}
 
 

@@ -161,6 +161,7 @@ def _one_clear_line(result, code=2):
     return errors[0]
 
 
+@pytest.mark.slow
 def test_convert_garbage_is_one_line_and_writes_nothing(tmp_path):
     bad = tmp_path / "w.safetensors"
     bad.write_bytes(b"\x00" * 64)
@@ -170,6 +171,7 @@ def test_convert_garbage_is_one_line_and_writes_nothing(tmp_path):
     assert str(bad) in line and not out.exists()
 
 
+@pytest.mark.slow
 def test_convert_verify_without_timm_writes_nothing(tmp_path, x002_safetensors):
     checkpoint = tmp_path / "w.safetensors"
     checkpoint.write_bytes(x002_safetensors[1])
@@ -234,8 +236,11 @@ def _train_in_process(capsys, *args) -> subprocess.CompletedProcess:
 
     flags.FLAGS.unparse_flags()
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        run_main(["train.py", *args])
+    try:
+        with pytest.raises(SystemExit) as exited:
+            run_main(["train.py", *args])
+    finally:
+        flags.FLAGS.unparse_flags()  # leaves no parsed values behind for later tests
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(args, exited.value.code, captured.out, captured.err)
 
@@ -250,6 +255,7 @@ def test_train_user_errors_are_one_line(args, expected, demo_dir, capsys):
     assert expected in _one_clear_line(_train_in_process(capsys, f"--data_dir={demo_dir}", *base, *args))
 
 
+@pytest.mark.slow
 def test_train_user_error_exit_path_in_a_fresh_process(demo_dir):
     """The real exit (status 2, one line, no traceback) once, as a user's shell sees it; the
     replica split must happen before TensorFlow starts, so this one needs its own process."""
@@ -259,6 +265,7 @@ def test_train_user_error_exit_path_in_a_fresh_process(demo_dir):
     assert "--batch_size 15 does not split over 2 replicas" in _one_clear_line(result)
 
 
+@pytest.mark.slow
 def test_unusable_keras_home_is_one_line(demo_dir, tmp_path):
     home = tmp_path / "home"
     home.write_text("a file, not a folder")  # unusable even for root, who may write anywhere
@@ -273,6 +280,7 @@ def test_unusable_keras_home_is_one_line(demo_dir, tmp_path):
     assert "Cannot create the weights cache" in line and "KERAS_HOME" in line
 
 
+@pytest.mark.slow
 def test_second_run_into_a_busy_model_dir_refuses_and_history_is_kept(demo_dir, tmp_path):
     from keras_regnet.training.lock import exclusive
 
@@ -290,6 +298,7 @@ def test_second_run_into_a_busy_model_dir_refuses_and_history_is_kept(demo_dir, 
     assert "INFO:tensorflow" not in result.stderr and "Sharding callback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_non_finite_loss_is_one_line_exit_1(demo_dir, tmp_path):
     args = [a for a in SMALL if a not in ("--steps_per_epoch", "2")]
     result = _train(f"--data_dir={demo_dir}", *args, "--steps_per_epoch=8", "--learning_rate=1e30",
@@ -300,6 +309,7 @@ def test_non_finite_loss_is_one_line_exit_1(demo_dir, tmp_path):
 
 # --- 7. make_tfrecords ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_make_tfrecords_skips_an_undecodable_image_naming_it(tmp_path):
     root = tmp_path / "images"
     for cls in ("a", "b"):
@@ -396,6 +406,7 @@ def test_export_never_writes_into_the_folder_of_its_source(tmp_path):
     assert os.listdir(tmp_path) == ["tuned.weights.h5"]
 
 
+@pytest.mark.slow
 def test_a_second_writer_waits_then_refuses_to_replace_the_first_ones_export(tmp_path):
     import threading
 
@@ -434,6 +445,7 @@ def test_a_second_writer_waits_then_refuses_to_replace_the_first_ones_export(tmp
     assert os.listdir(os.path.join(base, "1")) == [".keras_regnet_output"]  # the first's, untouched
 
 
+@pytest.mark.slow
 def test_a_writer_removes_what_a_killed_writer_of_its_target_left(tmp_path):
     from keras_regnet import formats
 
@@ -448,6 +460,7 @@ def test_a_writer_removes_what_a_killed_writer_of_its_target_left(tmp_path):
     assert not (tmp_path / ".m.onnx.k3j4.part").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_checkpoint_write_is_cleaned_by_the_next_run(demo_dir, tmp_path):
     checkpoints = tmp_path / "run" / "checkpoints"
     (checkpoints / "ckpt-4_temp").mkdir(parents=True)
@@ -493,6 +506,7 @@ def y002_safetensors(tmp_path_factory):
     return open(verify.save_native(reference, "timm", tmp_path_factory.mktemp("y")), "rb").read()
 
 
+@pytest.mark.slow
 def test_a_mirror_serving_another_models_checkpoint_is_discarded_and_the_next_tried(
         server, monkeypatch, keras_home, x002_safetensors, y002_safetensors, caplog):
     reference, body = x002_safetensors

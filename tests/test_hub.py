@@ -38,6 +38,7 @@ TINY = AnyNetSpec(depths=(1, 1, 2, 1), widths=(16, 24, 32, 48), bottleneck_ratio
                   group_widths=(8, 8, 8, 8), se_ratio=0.25, stem_width=16)
 
 
+@pytest.mark.slow  # KerasHub's own model-test routines: saving round trips, fits
 class RegNetKerasHubTest(test_case.TestCase):
     """KerasHub's own backbone / task / saving checks (keras_hub.src.tests.test_case)."""
 
@@ -131,6 +132,7 @@ def test_cli_refuses_non_commercial_weights_without_opt_in(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_write_preset_never_replaces_a_folder_unasked(tmp_path):
     out = tmp_path / "preset"
     out.mkdir()
@@ -148,6 +150,7 @@ def test_write_preset_never_replaces_a_folder_unasked(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging left behind
 
 
+@pytest.mark.slow
 def test_cli_preset_of_a_fine_tuned_file_keeps_its_classes_and_transform(tmp_path):
     model = keras_regnet.RegNetX002(weights=None, classes=7, input_shape=(48, 48, 3))
     model.save_weights(tmp_path / "mine.weights.h5")

@@ -135,6 +135,7 @@ def _saved_model_bytes(model: keras.Model, path: pathlib.Path) -> bytes:
     return b"".join(p.read_bytes() for p in path.rglob("*.pb"))
 
 
+@pytest.mark.slow
 def test_exported_regnet_graph_has_no_xla(tmp_path):
     model = keras_regnet.RegNetY002(weights=None, input_shape=(64, 64, 3))
     graph = _saved_model_bytes(model, tmp_path / "ours")
@@ -196,6 +197,7 @@ def _grouped_gradient_in_fresh_process(env: dict) -> subprocess.CompletedProcess
                           env={k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"} | env)
 
 
+@pytest.mark.slow
 def test_import_turns_on_the_kernels_grouped_gradients_need():
     # TensorFlow differentiates a grouped conv on a CPU only with oneDNN, which it enables by
     # default on some CPUs only: `import keras_regnet` enables it.
@@ -204,6 +206,7 @@ def test_import_turns_on_the_kernels_grouped_gradients_need():
     assert "onednn True grads [(2, 8, 8, 16), (3, 3, 4, 16)]" in out.stdout
 
 
+@pytest.mark.slow
 def test_grouped_gradients_still_work_with_onednn_off():
     out = _grouped_gradient_in_fresh_process({"TF_ENABLE_ONEDNN_OPTS": "0"})
     assert out.returncode == 0, out.stderr[-2000:]

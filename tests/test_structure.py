@@ -112,6 +112,7 @@ def saved_model_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("imports", ["import keras, keras_regnet", "import keras_regnet, keras"])
 def test_saved_model_loads_in_a_fresh_process_after_import_keras_regnet(saved_model_file, imports):
     out = _fresh(f"""
@@ -124,6 +125,7 @@ def test_saved_model_loads_in_a_fresh_process_after_import_keras_regnet(saved_mo
     assert out.stdout.strip() == "(1, 1000)"
 
 
+@pytest.mark.slow
 def test_a_saved_model_needs_keras_regnet_imported(saved_model_file):
     # The round trip above is not vacuous: without our layers registered, Keras cannot load it.
     out = _fresh(f"""
@@ -133,6 +135,7 @@ def test_a_saved_model_needs_keras_regnet_imported(saved_model_file):
     assert out.returncode != 0 and "keras_regnet>ImageNormalization" in out.stderr
 
 
+@pytest.mark.slow
 def test_submodules_are_attributes_after_a_plain_import():
     out = _fresh("""
         import keras_regnet

@@ -98,6 +98,7 @@ def test_seeded_epoch_is_reproducible_and_resume_skips_exactly(demo_dir):
     np.testing.assert_array_equal(resumed[1], first[1][1])
 
 
+@pytest.mark.slow
 def test_make_tfrecords_round_trip(tmp_path):
     import tensorflow as tf
 
@@ -144,6 +145,7 @@ def test_make_tfrecords_round_trip(tmp_path):
     assert int(label["image/class/label"]) == 2
 
 
+@pytest.mark.slow
 def test_corrupt_shard_error_names_the_file(demo_dir, tmp_path):
     import shutil
 
@@ -220,6 +222,7 @@ def _scalars(model_dir, tag):
     return [values[k] for k in sorted(values)]
 
 
+@pytest.mark.slow
 def test_logged_loss_is_cross_entropy_and_l2_is_logged_apart(demo_dir, tmp_path):
     from keras_regnet.training.loop import run
 
@@ -234,6 +237,7 @@ def test_logged_loss_is_cross_entropy_and_l2_is_logged_apart(demo_dir, tmp_path)
     assert _scalars(first, "train/learning_rate") == pytest.approx([0.02 * 0.1])  # warmup epoch 0
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step(demo_dir, tmp_path):
     from keras_regnet.training.loop import NonFiniteLossError, run
 
@@ -242,6 +246,7 @@ def test_non_finite_loss_stops_naming_the_step(demo_dir, tmp_path):
             recipe=Recipe(base_lr_per_128=1e12, warmup_epochs=0), verbose=False)
 
 
+@pytest.mark.slow
 def test_transfer_learning_keeps_frozen_weights(demo_dir, tmp_path):
     from keras_regnet.training.loop import run
 
@@ -510,6 +515,7 @@ def test_evaluation_on_two_workers_counts_every_record_once(tmp_path):
             assert top1[str(size)] == pytest.approx(expected, abs=1e-9), (size, top1)
 
 
+@pytest.mark.slow
 def test_modern_recipe_and_bfloat16_train(demo_dir, tmp_path):
     from keras_regnet.training.config import recipe
     from keras_regnet.training.loop import augment_batches, run
@@ -526,6 +532,7 @@ def test_modern_recipe_and_bfloat16_train(demo_dir, tmp_path):
     assert metrics["steps"] == 4 and np.isfinite(metrics["val_top1"])
 
 
+@pytest.mark.slow
 def test_mixed_float16_trains_with_loss_scaling(demo_dir, tmp_path):
     from keras_regnet.training.loop import run
 
@@ -544,6 +551,7 @@ def test_input_pipeline_benchmark_reports_a_rate(demo_dir, tmp_path, capsys):
     assert rate > 0 and "images/s" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_tfds_imagenet2012_reader_trains_with_zero_based_labels(tmp_path):
     """The TFDS path, on tensorflow-datasets' own mock of imagenet2012 (random JPEGs)."""
     import tensorflow_datasets as tfds
@@ -595,6 +603,7 @@ def test_every_trainconfig_field_is_a_flag_with_the_librarys_choices():
     assert list(flags.FLAGS["recipe"].parser.enum_values) == list(config_lib.RECIPES)
 
 
+@pytest.mark.slow
 def test_train_help_says_what_the_demo_runs():
     from keras_regnet.training.config import DEMO_DEFAULTS
 
@@ -623,6 +632,7 @@ def test_steps_per_epoch_come_from_the_stored_record_count(demo_dir, tmp_path):
         steps_per_epoch(TrainConfig(data_dir=str(copy), batch_size=2000), files)
 
 
+@pytest.mark.slow
 def test_keras_regnet_train_runs_the_trainer(demo_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "keras_regnet.cli", "train", "--strategy", "one_device",
