@@ -70,9 +70,18 @@ def _started_as_the_cli() -> bool:
     return _os.path.basename(getattr(main, "__file__", None) or "").startswith("keras-regnet")
 
 
+def _is_submodule(name: str) -> bool:
+    here = _os.path.dirname(__file__)
+    return _os.path.exists(_os.path.join(here, name + ".py")) or _os.path.isdir(_os.path.join(here, name))
+
+
 def __getattr__(name: str):
-    """The Keras side on first use, where the package was imported without it (the CLI)."""
-    if not _keras_parts_loaded and _keras_installed and not name.startswith("__"):
+    """The Keras side on first use, where the package was imported without it (the CLI).
+
+    Not for submodule names: ``from keras_regnet import integrity`` asks for the attribute
+    before importing the submodule, and must get just that module.
+    """
+    if not _keras_parts_loaded and _keras_installed and not name.startswith("__") and not _is_submodule(name):
         _load_keras_parts()
         if name in globals():
             return globals()[name]

@@ -67,7 +67,9 @@ def _console_script() -> str:
 
 
 LIGHT_COMMANDS = {"list": (["list"], "RegNetY320"), "help": (["--help"], "usage: keras-regnet"),
-                  "sweep-sample": (["sweep", "sample", "--space", "RegNetX", "--n", "3"], "wrote 3 RegNetX")}
+                  "sweep-sample": (["sweep", "sample", "--space", "RegNetX", "--n", "3"], "wrote 3 RegNetX"),
+                  "weights": (["weights"], "tv2_in1k"),
+                  "weights-verify": (["weights", "--verify"], "0 changed since they were recorded")}
 
 
 @pytest.mark.parametrize("command", LIGHT_COMMANDS)
@@ -81,8 +83,11 @@ def test_light_commands_start_without_tensorflow(command, tmp_path):
     argv, expected = LIGHT_COMMANDS[command]
     if command == "sweep-sample":
         argv = [*argv, "--out", str(tmp_path / "s.jsonl")]
+    import os
+
     result = subprocess.run([sys.executable, "-X", "importtime", _console_script(), *argv],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, KERAS_HOME=str(tmp_path / "home")))
     assert result.returncode == 0, result.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "keras_regnet.cli" in imported
