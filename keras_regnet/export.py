@@ -36,7 +36,6 @@ SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "serving_bytes"
 LABELS_FILE = "labels.txt"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-# "tflite" is LiteRT's file format under its former name, kept for existing scripts.
 
 
 def _serving_module(model, class_names: Sequence[str], transform: EvalTransform, top_k: int,

@@ -18,13 +18,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 from typing import Iterator
 
 from keras_regnet.files import atomic_path
 
-log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
@@ -94,11 +92,11 @@ def record_download(cache: str, url: str, path: str, sha256: str) -> None:
         manifest["files"][os.path.relpath(path, cache)] = sha256
 
 
-def record_file(cache: str, path: str, sha256: str | None = None) -> None:
-    """Records the hash of a file the cache now holds (a download, a converted file)."""
+def record_file(cache: str, path: str) -> None:
+    """Records the hash of a file the cache now holds (a converted file, an older download)."""
     if not _writable(cache):
         return
-    digest = sha256 or sha256_of(path)
+    digest = sha256_of(path)
     with _updating(cache) as manifest:
         manifest["files"][os.path.relpath(path, cache)] = digest
 
