@@ -190,10 +190,11 @@ def _sweep(args: argparse.Namespace) -> int:
                                     acts=parse_window(args.acts))
         print(f"wrote {len(records)} {args.space} models to {args.out}")
     elif args.sweep_command == "train":
-        records = sweep.train_file(args.file, args.epochs, data_dir=args.data_dir,
-                                   image_size=args.image_size, batch_size=args.batch_size,
-                                   num_classes=args.num_classes)
-        print(f"{sum('error' in r for r in records)}/{len(records)} models trained in {args.file}")
+        for path in args.files:  # one process for every file: TensorFlow starts once
+            records = sweep.train_file(path, args.epochs, data_dir=args.data_dir,
+                                       image_size=args.image_size, batch_size=args.batch_size,
+                                       num_classes=args.num_classes, steps_per_epoch=args.steps_per_epoch)
+            print(f"{sum('error' in r for r in records)}/{len(records)} models trained in {path}")
     else:
         print(f"wrote {sweep.analyze_files(args.files, args.out)}")
     return 0
@@ -277,12 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--acts", help="activation window LO:HI")
     sample.add_argument("--out", required=True, help="FILE.jsonl")
     train = sweep_sub.add_parser("train", help="train each sampled model briefly (resumable)")
-    train.add_argument("file")
+    train.add_argument("files", nargs="+", metavar="FILE", help="sweep files, trained in turn")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--data_dir", help="TFRecords; default the embedded digits demo")
     train.add_argument("--image_size", type=int, default=32)
     train.add_argument("--batch_size", type=int, default=64)
     train.add_argument("--num_classes", type=int)
+    train.add_argument("--steps_per_epoch", type=int,
+                       help="shorter epochs for a quick look (default: one pass over the data)")
     analyze = sweep_sub.add_parser("analyze", help="EDF plots and report.html")
     analyze.add_argument("files", nargs="+")
     analyze.add_argument("--out", required=True)

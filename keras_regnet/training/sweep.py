@@ -34,11 +34,16 @@ def sample_file(space: str, n: int, seed: int, out: str, **windows) -> list[dict
 
 def train_file(path: str, epochs: int, data_dir: str | None = None, image_size: int = 32,
                batch_size: int = 64, work_dir: str | None = None, num_classes: int | None = None,
-               progress: bool = True) -> list[dict]:
+               progress: bool = True, steps_per_epoch: int | None = None) -> list[dict]:
     """Trains every model of a sweep file that has no ``error`` yet; resumable.
 
     Defaults train on the embedded digits demo at 32x32, where a 400 MF-class model costs a few
-    seconds per epoch on a CPU.
+    seconds per epoch on a CPU. ``steps_per_epoch`` shortens each epoch (recorded beside
+    ``epochs``, so models trained on different budgets are not compared unawares).
+
+    Example::
+
+        train_file("x.jsonl", epochs=1, steps_per_epoch=4)
     """
     from keras_regnet.training.config import TrainConfig
     from keras_regnet.training.demo import prepare
@@ -60,9 +65,12 @@ def train_file(path: str, epochs: int, data_dir: str | None = None, image_size: 
         config = TrainConfig(
             data_dir=data_dir, model_dir=model_dir, strategy="one_device", epochs=epochs,
             batch_size=batch_size, image_size=image_size, num_classes=num_classes,
-            checkpoint_every=50, crop_area_min=0.35 if demo else 0.08, flip=not demo)
+            checkpoint_every=50, crop_area_min=0.35 if demo else 0.08, flip=not demo,
+            steps_per_epoch=steps_per_epoch)
         metrics = run(config, spec=spec_from_record(records[i]), verbose=False, export=False)
         records[i].update(error=round(100.0 - metrics["val_top1"], 3), epochs=epochs)
+        if steps_per_epoch:
+            records[i]["steps_per_epoch"] = steps_per_epoch
         write_jsonl(path, records)  # the model counts as finished only from here on
         shutil.rmtree(model_dir, ignore_errors=True)
         if progress:
