@@ -27,12 +27,14 @@ def main() -> None:
     parser = timing_parser(__doc__, models=["RegNetX004", "RegNetY032"], batch=128, size=224, warmup=3,
                            repeats=10)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "mixed"], choices=["fp32", "mixed"])
+    parser.add_argument("--contenders", nargs="+", default=list(GPU_CONTENDERS), choices=list(GPU_CONTENDERS))
     args = parser.parse_args()
 
     rows = []
     for name in args.models:
         for precision in args.precisions:
-            for contender, env in GPU_CONTENDERS.items():
+            for contender in args.contenders:
+                env = GPU_CONTENDERS[contender]
                 common = ["--models", name, "--batch", str(args.batch), "--size", str(args.size),
                           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
                 try:

@@ -50,7 +50,10 @@ def main() -> None:
         return
 
     import numpy as np
+    import tensorflow as tf
 
+    if args.device == "gpu" and not tf.config.list_physical_devices("GPU"):
+        raise SystemExit("TensorFlow sees no GPU")  # said before a model is built and exported
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import keras_regnet
     from keras_regnet import export
