@@ -20,6 +20,7 @@ from keras_regnet import weights as weight_loading
 from keras_regnet.design.complexity import count
 from keras_regnet.design.spec import AnyNetSpec, RegNetSpec
 from keras_regnet.variants import get_variant
+from keras_regnet.weight_choice import ResolvedWeights, resolve_weights
 
 _P = ParamSpec("_P")
 
@@ -28,7 +29,7 @@ def RegNet(
     spec: str | RegNetSpec | AnyNetSpec,
     include_top: bool = True,
     include_preprocessing: bool = True,
-    weights: str | os.PathLike | None = None,
+    weights: str | os.PathLike | ResolvedWeights | None = None,
     input_tensor: Any = None,
     input_shape: tuple | None = None,
     pooling: str | None = None,
@@ -47,7 +48,8 @@ def RegNet(
         weights: ``None`` (random init), a weight tag of a named model (``"imagenet"``,
             ``"tv2_in1k"``, ...: ``keras_regnet.list_weights()``), or a path to a
             ``.weights.h5``, ``.safetensors``, ``.pyth`` or ``.pth`` file (pycls, timm and
-            torchvision checkpoints are converted on the fly).
+            torchvision checkpoints are converted on the fly), or what
+            ``keras_regnet.weight_choice.resolve_weights`` returned for it.
         input_tensor: optional Keras tensor to use as the model's input.
         input_shape: ``(height, width, 3)``; defaults to 224x224 with the top and to
             ``(None, None, 3)`` without. Sizes must be at least 32.
@@ -68,10 +70,11 @@ def RegNet(
     _, variant = architecture.resolve_spec(spec)
     shape = architecture.resolve_input_shape(input_shape, input_tensor, include_top)
     # Every argument is checked before anything is built or downloaded.
-    weight_loading.check_weights_argument(weights, variant, include_top, classes, shape[-1])
+    resolved = resolve_weights(weights, variant)
+    weight_loading.check_weights_argument(resolved, include_top, classes, shape[-1])
     model = architecture.build(spec, include_top, include_preprocessing, input_tensor, shape,
                                pooling, classes, classifier_activation, name)
-    weight_loading.load_weights(model, weights, variant)
+    weight_loading.load_weights(model, resolved)
     return model
 
 

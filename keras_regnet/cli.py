@@ -126,8 +126,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.quantize != "none" and fmt != "litert":
         raise ValueError(f"--quantize {args.quantize} applies to --format litert only.")
     transform = EvalTransform.parse(args.eval_transform) if args.eval_transform else None
-    weights = None if args.weights == "none" else args.weights
-    target = load_deployable(weights, args.model, classes=args.classes, transform=transform,
+    target = load_deployable(args.weights, args.model, classes=args.classes, transform=transform,
                              labels=args.labels)
     transform = target.transform
     start = time.perf_counter()
@@ -136,7 +135,8 @@ def _export(args: argparse.Namespace) -> int:
                                          model_name=args.name or target.name.lower(),
                                          class_names=target.class_names, transform=transform,
                                          top_k=args.top_k, overwrite=args.overwrite,
-                                         max_pixels=args.max_pixels)
+                                         max_pixels=args.max_pixels,
+                                         weights_record=target.weights and target.weights.describe())
         print(f"wrote SavedModel {path} in {time.perf_counter() - start:.1f} s (signatures "
               f"{export.SIGNATURE_IMAGES}, {export.SIGNATURE_BYTES}; {len(target.class_names)} "
               f"classes; eval transform resize {transform.resize}, crop {transform.crop}, "
@@ -169,9 +169,8 @@ def _preset(args: argparse.Namespace) -> int:
     from keras_regnet.preprocessing import EvalTransform
 
     start = time.perf_counter()
-    weights = None if args.weights == "none" else args.weights
     transform = EvalTransform.parse(args.eval_transform) if args.eval_transform else None
-    path, difference = write_preset(args.model, weights, args.output, overwrite=args.overwrite,
+    path, difference = write_preset(args.model, args.weights, args.output, overwrite=args.overwrite,
                                     allow_non_commercial=args.allow_non_commercial,
                                     transform=transform, classes=args.classes)
     print(f"wrote KerasHub preset {path} in {time.perf_counter() - start:.1f} s; loaded back with "

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_regnet.preprocessing import EvalTransform, default_class_names
+from keras_regnet.weight_choice import ResolvedWeights
 
 log = logging.getLogger(__name__)
 RUN_DESCRIPTION = "model.json"  # written by the trainer beside final.weights.h5
@@ -38,6 +39,7 @@ class Deployable:
     name: str
     transform: EvalTransform
     class_names: list[str]
+    weights: ResolvedWeights | None = None  # None for a whole .keras model
 
 
 def write_run_description(model_dir: str, model: str, classes: int, transform: EvalTransform,
@@ -62,11 +64,11 @@ def read_labels(path: str) -> list[str]:
     return names
 
 
-def load_deployable(weights: str | None, model: str | None = None, classes: int | None = None,
-                    transform: EvalTransform | None = None,
+def load_deployable(weights: str | ResolvedWeights | None, model: str | None = None,
+                    classes: int | None = None, transform: EvalTransform | None = None,
                     labels: str | None = None) -> Deployable:
-    """Resolves what to export from ``weights`` (a tag, ``None``, a file, a run directory or
-    a ``.keras`` file) and the options that override it.
+    """Resolves what to export from ``weights`` (a tag, ``None`` or ``"none"``, a file, a run
+    directory or a ``.keras`` file) and the options that override it.
 
     Example:
         >>> d = load_deployable(None, "RegNetX002", classes=10)  # doctest: +SKIP
@@ -75,8 +77,7 @@ def load_deployable(weights: str | None, model: str | None = None, classes: int 
     """
     from keras_regnet.applications import RegNet
     from keras_regnet.variants import get_variant
-    from keras_regnet.weight_table import get_weight_set
-    from keras_regnet.weights import is_tag
+    from keras_regnet.weight_choice import resolve_weights
 
     names = read_labels(labels) if labels else None
     if weights is not None and os.path.isdir(weights):
@@ -86,6 +87,7 @@ def load_deployable(weights: str | None, model: str | None = None, classes: int 
         transform = transform or EvalTransform.parse(run["eval_transform"])
         names = names or run.get("class_names")
         weights = os.path.join(weights, RUN_WEIGHTS)
+    resolved = None
     if weights is not None and str(weights).endswith(".keras"):
         network = _load_keras_file(weights)
         name = model or network.name
@@ -94,9 +96,9 @@ def load_deployable(weights: str | None, model: str | None = None, classes: int 
             raise ValueError("--model is needed with this --weights (e.g. --model RegNetX004); "
                              "only a .keras file or a trainer's model directory names its model.")
         name = get_variant(model).name
-        if transform is None and is_tag(weights):
-            transform = get_weight_set(name, weights).transform
-        network = RegNet(name, weights=weights, classes=classes or 1000,
+        resolved = resolve_weights(weights, name)
+        transform = transform or resolved.transform
+        network = RegNet(name, weights=resolved, classes=classes or 1000,
                          input_shape=(None, None, 3))
     count = int(network.output_shape[-1])
     if classes is not None and classes != count:
@@ -104,7 +106,8 @@ def load_deployable(weights: str | None, model: str | None = None, classes: int 
     if names is not None and len(names) != count:
         raise ValueError(f"the labels give {len(names)} class names but the model predicts "
                          f"{count} classes.")
-    return Deployable(network, name, transform or EvalTransform(), list(names or default_class_names(count)))
+    return Deployable(network, name, transform or EvalTransform(), list(names or default_class_names(count)),
+                      resolved)
 
 
 def _read_run(directory: str) -> dict:

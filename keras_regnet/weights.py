@@ -1,6 +1,8 @@
 """Loading weights into a built network: by tag, by file, or from a state dict.
 
-Sits above the architecture (:mod:`keras_regnet.model` builds networks and loads nothing):
+What ``weights=`` names is decided once by :func:`keras_regnet.weight_choice.resolve_weights`;
+this module loads the result. Sits above the architecture (:mod:`keras_regnet.model` builds
+networks and loads nothing):
 
 - a tag (``"imagenet"``, ``"tv2_in1k"``, ...; see :mod:`keras_regnet.weight_table`) is
   downloaded once, converted once to a ``.weights.h5`` in ``$KERAS_HOME/keras_regnet`` and
@@ -21,70 +23,54 @@ from keras_regnet import model as architecture
 from keras_regnet.files import atomic_path
 from keras_regnet.references import detect_source
 from keras_regnet.variants import get_variant
-from keras_regnet.weight_table import DEFAULT_TAG, get_weight_set, is_weight_tag
+from keras_regnet.weight_choice import ResolvedWeights
+from keras_regnet.weight_table import DEFAULT_TAG, WeightSet, get_weight_set
 
 log = logging.getLogger(__name__)
-WEIGHT_FILE_SUFFIXES = (".weights.h5", *conversion.CHECKPOINT_SUFFIXES)
 
 
-def is_tag(weights) -> bool:
-    """A registry tag, as opposed to None or a file path.
-
-    Example:
-        >>> is_tag("imagenet"), is_tag("tv2_in1k"), is_tag("my.weights.h5"), is_tag(None)
-        (True, True, False, False)
-    """
-    return isinstance(weights, str) and not weights.endswith(WEIGHT_FILE_SUFFIXES) and is_weight_tag(weights)
-
-
-def check_weights_argument(weights, variant: str | None, include_top: bool, classes: int,
+def check_weights_argument(weights: ResolvedWeights, include_top: bool, classes: int,
                            channels: int) -> None:
-    """Every problem with ``weights=`` raised before anything is built or downloaded."""
-    pretrained = is_tag(weights)
-    if pretrained and include_top and classes != 1000:
+    """What ``weights`` cannot do with these builder arguments, raised before anything is
+    built or downloaded (what it names was checked when it was resolved)."""
+    if weights.kind == "tag" and include_top and classes != 1000:
         raise ValueError(
-            f"weights={weights!r} with include_top=True has 1000 classes, got classes={classes}. "
+            f"weights={weights.tag!r} with include_top=True has 1000 classes, got classes={classes}. "
             f"For another class count use include_top=False and add your own head, or "
             f"weights=None.")
-    if weights is not None and channels != 3:
+    if weights.pretrained and channels != 3:
         raise ValueError(
             f"Pretrained weights need 3 input channels (RGB), got input_shape with {channels}. "
             f"Use weights=None to train a model with {channels} channels.")
-    if pretrained and variant is None:
-        raise ValueError(
-            f"weights={weights!r} needs a named model (e.g. RegNet('RegNetX004') or "
-            "keras_regnet.RegNetX004()); a custom spec has no pretrained weights. "
-            "Use weights=None or a path to a weights file.")
-    if pretrained:
-        get_weight_set(variant, weights)  # a clear error for a tag this model lacks
-    elif weights is not None:
-        path = os.fspath(weights)
-        if not path.endswith(WEIGHT_FILE_SUFFIXES):
-            raise ValueError(
-                f"weights must be None, 'imagenet', a weight tag (keras_regnet.list_weights()) "
-                f"or a path to a {', '.join(WEIGHT_FILE_SUFFIXES)} file; got {weights!r}.")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"weights file {path!r} does not exist.")
 
 
-def load_weights(model, weights, variant: str | None) -> None:
-    """Loads a weight tag (``variant`` names the model) or a weights/checkpoint file."""
-    if weights is None:
-        return
-    if is_tag(weights):
-        path = fetch_converted(variant, weights)
+def load_weights(model, weights: ResolvedWeights) -> None:
+    """Loads resolved weights into a built ``model``: a weight set through the converted
+    cache, a .weights.h5 file directly, a pycls / timm / torchvision checkpoint converted.
+
+    Example:
+        >>> import os, tempfile
+        >>> from keras_regnet.weight_choice import resolve_weights
+        >>> model = keras_regnet.RegNetX002(weights=None, input_shape=(64, 64, 3))
+        >>> path = os.path.join(tempfile.mkdtemp(), "x002.weights.h5")
+        >>> save_keras_weights(model, path)
+        >>> weights = resolve_weights(path, "RegNetX002")
+        >>> weights.kind, weights.source
+        ('keras', 'keras_regnet')
+        >>> load_weights(model, weights)
+    """
+    if weights.kind == "tag":
+        path = _fetch_converted(weights.weight_set)
         try:
             load_keras_weights(model, path)
         except conversion.WeightsFileError as err:  # a damaged cache entry: rebuild it once
             log.warning("%s; deleting it and converting the weights again", err)
             os.remove(path)
-            load_keras_weights(model, fetch_converted(variant, weights))
-        return
-    path = os.fspath(weights)
-    if path.endswith(".weights.h5"):
-        load_keras_weights(model, path)
-    else:
-        conversion.load_state_dict_file(model, path)
+            load_keras_weights(model, _fetch_converted(weights.weight_set))
+    elif weights.kind == "keras":
+        load_keras_weights(model, weights.path)
+    elif weights.kind == "checkpoint":
+        conversion.load_state_dict_file(model, weights.path)
 
 
 def converted_path(model: str, tag: str) -> str:
@@ -100,7 +86,11 @@ def fetch_converted(model: str, tag: str = DEFAULT_TAG) -> str:
     (a mirror serving another model's checkpoint is discarded, naming the file, and the next
     source is tried).
     """
-    target = converted_path(model, tag)
+    return _fetch_converted(get_weight_set(model, tag))
+
+
+def _fetch_converted(weight_set: WeightSet) -> str:
+    target = converted_path(weight_set.model, weight_set.tag)
     cache = downloads.cache_dir(writable=False)
     if os.path.exists(target):
         try:
@@ -110,7 +100,6 @@ def fetch_converted(model: str, tag: str = DEFAULT_TAG) -> str:
             log.warning("%s; deleting it and converting the weights again", err)
             os.remove(target)
     downloads.cache_dir()  # the cache must be writable from here on: a clear error if not
-    weight_set = get_weight_set(model, tag)
     errors = []
     for dl in weight_set.downloads:
         keras_model = architecture.build(weight_set.model)
@@ -123,7 +112,7 @@ def fetch_converted(model: str, tag: str = DEFAULT_TAG) -> str:
         integrity.record_file(cache, target)
         return target
     raise downloads.DownloadError(
-        f"Could not fetch weights {tag!r} for {weight_set.model} from any of its "
+        f"Could not fetch weights {weight_set.tag!r} for {weight_set.model} from any of its "
         f"{len(errors)} sources:\n  " + "\n  ".join(errors))
 
 

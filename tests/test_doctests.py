@@ -28,6 +28,7 @@ def test_the_public_api_shows_examples():
     examples = {name: sum(len(t.examples) for t in finder.find(importlib.import_module(name)))
                 for name in MODULES}
     for name in ("keras_regnet.design.spec", "keras_regnet.design.complexity", "keras_regnet.layers",
-                 "keras_regnet.applications", "keras_regnet.weights", "keras_regnet.conversion",
+                 "keras_regnet.applications", "keras_regnet.weights", "keras_regnet.weight_choice",
+                 "keras_regnet.conversion",
                  "keras_regnet.weight_table", "keras_regnet.references", "keras_regnet.preprocessing"):
         assert examples[name] > 0, f"{name} has no docstring example"

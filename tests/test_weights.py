@@ -13,6 +13,7 @@ from conftest import reference_rows
 from keras_regnet import downloads, verify, weight_table
 from keras_regnet.preprocessing import EvalTransform
 from keras_regnet.variants import VARIANTS
+from keras_regnet.weight_choice import resolve_weights
 
 
 @pytest.fixture(autouse=True)
@@ -111,6 +112,70 @@ def test_server_down_names_url_and_cache_path(server, tmp_path):
         downloads.download(weight_table.Download(url, "timm"), str(tmp_path / "cache"))
     assert url in str(err.value) and str(tmp_path / "cache" / "w.bin") in str(err.value)
     assert _files(tmp_path / "cache") == []
+
+
+# --- weights= resolved once ---------------------------------------------------------------------
+
+def test_every_weight_set_resolves_to_one_value_carrying_its_row():
+    for ws in weight_table.WEIGHTS:
+        w = resolve_weights(ws.tag, ws.model)
+        assert (w.kind, w.model, w.tag, w.weight_set) == ("tag", ws.model, ws.tag, ws)
+        assert w.transform == ws.transform and w.licence == ws.license
+        assert w.files == tuple(d.url for d in ws.downloads) and w.source == ws.downloads[0].source
+        assert resolve_weights(w, ws.model) is w  # a resolved value passes through unchanged
+
+
+def test_none_files_and_mistakes_resolve_or_fail_clearly(tmp_path):
+    for none in (None, "none"):
+        w = resolve_weights(none, "RegNetX002")
+        assert (w.kind, w.pretrained, w.files, w.licence) == ("none", False, (), None)
+        assert w.transform == EvalTransform()  # pycls's 256 -> 224 bilinear
+    body = os.urandom(64)
+    (tmp_path / "m.weights.h5").write_bytes(body)
+    (tmp_path / "m.pth").write_bytes(body)
+    keras_file = resolve_weights(tmp_path / "m.weights.h5", "RegNetX002")
+    assert (keras_file.kind, keras_file.source) == ("keras", "keras_regnet")
+    assert keras_file.sha256 == hashlib.sha256(body).hexdigest()
+    checkpoint = resolve_weights(str(tmp_path / "m.pth"), None)  # custom specs take files
+    assert (checkpoint.kind, checkpoint.source) == ("checkpoint", None)  # detected when read
+    with pytest.raises(ValueError, match="cannot load into RegNetY002"):
+        resolve_weights(keras_file, "RegNetY002")
+    with pytest.raises(ValueError, match="needs a named model"):
+        resolve_weights("imagenet", None)
+    with pytest.raises(ValueError, match="No weights 'tv2_in1k' for RegNetX002"):
+        resolve_weights("tv2_in1k", "RegNetX002")
+    with pytest.raises(ValueError, match="must be None, 'imagenet', a weight tag"):
+        resolve_weights("weights.txt", "RegNetX002")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_weights(tmp_path / "gone.weights.h5", "RegNetX002")
+
+
+class _CountingRegistry(dict):
+    lookups = 0
+
+    def __getitem__(self, key):
+        type(self).lookups += 1
+        return super().__getitem__(key)
+
+
+def test_a_tag_is_looked_up_once_from_the_command_line_edge_to_the_loaded_model(monkeypatch, keras_home):
+    """``keras-regnet export --weights imagenet`` used to look the tag up at every layer it
+    crossed; now the edge resolves it and everything below takes the resolved value."""
+    from keras_regnet.deployable import load_deployable
+
+    model = keras_regnet.RegNetX002(weights=None)  # stands in for the converted cache entry
+    (keras_home / "keras_regnet").mkdir(parents=True)
+    model.save_weights(keras_home / "keras_regnet" / "RegNetX002_imagenet.weights.h5")
+    registry = _CountingRegistry(weight_table._REGISTRY)
+    monkeypatch.setattr(weight_table, "_REGISTRY", registry)
+    target = load_deployable("imagenet", "RegNetX002")
+    assert registry.lookups == 1
+    np.testing.assert_array_equal(target.model.get_layer("s4_b1_conv3").get_weights()[0],
+                                  model.get_layer("s4_b1_conv3").get_weights()[0])
+    expected = weight_table.get_weight_set("RegNetX002", "imagenet")
+    assert target.transform == expected.transform
+    record = target.weights.describe()
+    assert record["tag"] == "imagenet" and record["licence"] == expected.license
 
 
 # --- weights="imagenet" end to end ------------------------------------------------------------

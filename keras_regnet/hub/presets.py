@@ -7,6 +7,7 @@ with ``keras_hub.models.ImageClassifier.from_preset(DIR)`` once ``keras_regnet``
 
 from __future__ import annotations
 
+import json
 import os
 
 from keras_regnet import applications
@@ -19,8 +20,8 @@ from keras_regnet.hub.classifier import (
 )
 from keras_regnet.preprocessing import EvalTransform
 from keras_regnet.variants import get_variant
+from keras_regnet.weight_choice import ResolvedWeights, resolve_weights
 from keras_regnet.weight_table import WEIGHTS, WeightSet, get_weight_set
-from keras_regnet.weights import is_tag
 from keras_regnet.writers import check_folder_target, exclusive_writer, mark
 
 
@@ -45,7 +46,7 @@ def list_presets(include_non_commercial: bool = False) -> dict[str, WeightSet]:
     return {s.preset_name: s for s in WEIGHTS if include_non_commercial or not s.non_commercial}
 
 
-def build_classifier(model: str, weights: str | os.PathLike | None = "imagenet",
+def build_classifier(model: str, weights: str | os.PathLike | ResolvedWeights | None = "imagenet",
                      transform: EvalTransform | None = None, classes: int = 1000) -> RegNetImageClassifier:
     """A :class:`RegNetImageClassifier` (with its preprocessor) holding ``weights``.
 
@@ -63,12 +64,13 @@ def build_classifier(model: str, weights: str | os.PathLike | None = "imagenet",
 
 
 PRESET_KIND = "kerashub_preset"
+WEIGHTS_RECORD_FILE = "keras_regnet_weights.json"  # KerasHub's loaders leave it alone
 
 
 def _classifier_and_builder(model, weights, transform=None, classes=1000):
     name = get_variant(model).name
-    if transform is None:
-        transform = get_weight_set(name, weights).transform if is_tag(weights) else EvalTransform()
+    weights = resolve_weights(weights, name)
+    transform = transform or weights.transform
     builder = applications.RegNet(name, weights=weights, include_preprocessing=False, classes=classes,
                                   input_shape=(None, None, 3), classifier_activation=None)
     backbone = RegNetBackbone(name)
@@ -87,7 +89,7 @@ def copy_weights(source, backbone: RegNetBackbone) -> None:
             layer.set_weights(source.get_layer(layer.name).get_weights())
 
 
-def write_preset(model: str, weights: str | os.PathLike | None, output: str | os.PathLike,
+def write_preset(model: str, weights: str | os.PathLike | ResolvedWeights | None, output: str | os.PathLike,
                  overwrite: bool = False, allow_non_commercial: bool = False,
                  transform: EvalTransform | None = None, classes: int = 1000,
                  tolerance: float = 1e-4) -> tuple[str, float]:
@@ -110,17 +112,19 @@ def write_preset(model: str, weights: str | os.PathLike | None, output: str | os
 
     output = os.path.abspath(os.fspath(output))
     name = get_variant(model).name
-    weight_set = get_weight_set(name, weights) if is_tag(weights) else None
-    if weight_set is not None and weight_set.non_commercial and not allow_non_commercial:
+    weights = resolve_weights(weights, name)
+    if weights.non_commercial and not allow_non_commercial:
         raise ValueError(
-            f"{name} weights {weights!r} are licensed {weight_set.license}; pass "
+            f"{name} weights {weights.tag!r} are licensed {weights.licence}; pass "
             f"--allow-non-commercial (allow_non_commercial=True) to write a preset of them.")
-    sources = [os.fspath(weights)] if weights is not None and not is_tag(weights) else []
+    sources = [weights.path] if weights.path else []
     check_folder_target(output, PRESET_KIND, overwrite, sources)
     classifier, builder = _classifier_and_builder(name, weights, transform, classes)
     with exclusive_writer(output), atomic_directory(output) as staging:
         check_folder_target(output, PRESET_KIND, overwrite, sources)  # a writer may have finished
         classifier.save_to_preset(staging)
+        with open(os.path.join(staging, WEIGHTS_RECORD_FILE), "w", encoding="utf-8") as f:
+            json.dump(weights.describe(), f, indent=2)  # which weights, their licence and hash
         mark(staging, PRESET_KIND)
         loaded = keras_hub.models.ImageClassifier.from_preset(staging)
         size = classifier.preprocessor.image_converter.image_size

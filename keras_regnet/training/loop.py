@@ -34,6 +34,7 @@ from keras_regnet.training.config import Recipe, TrainConfig
 from keras_regnet.training.config import recipe as get_recipe
 from keras_regnet.training.distribute import make_strategy
 from keras_regnet.training.optim import TorchSGD
+from keras_regnet.weight_choice import resolve_weights
 from keras_regnet.weights import load_weights, save_keras_weights
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,10 @@ def build_model(config: TrainConfig, spec=None) -> keras.Model:
 
     ``spec`` (a RegNetSpec / AnyNetSpec) replaces ``config.model`` for design-space sweeps.
     """
-    weights = config.init_weights
+    weights = resolve_weights(config.init_weights, None if spec else config.model)
     # With ImageNet's classes the pretrained classifier is kept: the whole network is loaded
     # once, after the head is attached; otherwise the backbone loads the weights without it.
-    keep_head = weights is not None and config.num_classes == 1000
+    keep_head = weights.pretrained and config.num_classes == 1000
     # Any input size: the same network evaluates and serves at other resolutions.
     backbone = RegNet(spec or config.model, include_top=False,
                       weights=None if keep_head else weights, input_shape=(None, None, 3))
@@ -62,7 +63,7 @@ def build_model(config: TrainConfig, spec=None) -> keras.Model:
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))(x)
     model = keras.Model(backbone.input, logits, name=backbone.name)
     if keep_head:
-        load_weights(model, weights, None if spec else config.model)
+        load_weights(model, weights)
     freeze(model, config.freeze_stages)
     return model
 
