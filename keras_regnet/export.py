@@ -16,6 +16,7 @@ jit-compiled, so TF Serving's CPU and GPU builds both run the result.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -36,6 +37,7 @@ SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "serving_bytes"
 LABELS_FILE = "labels.txt"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WEIGHTS_RECORD_FILE = os.path.join("assets.extra", "weights.json")  # which weights, their licence
 
 
 def _serving_module(model, class_names: Sequence[str], transform: EvalTransform, top_k: int,
@@ -130,7 +132,8 @@ def _version_dir(output: str, version: int, overwrite: bool) -> str:
 def export_saved_model(model, output: str, version: int = 1, *, model_name: str = "regnet",
                        class_names: Sequence[str] | None = None,
                        transform: EvalTransform | None = None, top_k: int = 5,
-                       overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+                       overwrite: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+                       weights_record: dict | None = None) -> str:
     """Writes ``output/version/`` as a TF Serving SavedModel with both signatures.
 
     Args:
@@ -147,6 +150,8 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
         overwrite: replace an existing version directory.
         max_pixels: the largest image (height x width) a request may carry; larger ones are
             refused with INVALID_ARGUMENT before decoding (the size comes from the header).
+        weights_record: what the weights are (``ResolvedWeights.describe()``: tag, files,
+            source, licence, sha256), written to ``assets.extra/weights.json``.
 
     Returns:
         The version directory.
@@ -174,7 +179,8 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
         _version_dir(output, version, overwrite)  # another writer may have finished meanwhile
         staging = tempfile.mkdtemp(prefix=f".{version}.exporting.", dir=output)
         try:
-            _write_saved_model(staging, model, class_names, transform, top_k, max_pixels, model_name)
+            _write_saved_model(staging, model, class_names, transform, top_k, max_pixels, model_name,
+                               weights_record)
             replace_directory(os.path.join(staging, "model"), target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -182,8 +188,9 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
 
 
 def _write_saved_model(staging: str, model, class_names, transform: EvalTransform, top_k: int,
-                       max_pixels: int, model_name: str) -> None:
-    """The SavedModel, its labels, warmup requests and marker, in ``staging/model``."""
+                       max_pixels: int, model_name: str, weights_record: dict | None) -> None:
+    """The SavedModel, its labels, warmup requests, weights record and marker, in
+    ``staging/model``."""
     import tensorflow as tf
 
     labels = os.path.join(staging, LABELS_FILE)
@@ -193,12 +200,15 @@ def _write_saved_model(staging: str, model, class_names, transform: EvalTransfor
     saved = os.path.join(staging, "model")
     tf.saved_model.save(module, saved, signatures={
         SIGNATURE_IMAGES: module.serve_images, SIGNATURE_BYTES: module.serve_bytes})
+    os.makedirs(os.path.join(saved, "assets.extra"))  # files TF Serving does not load
     records = _warmup_records(model_name, transform)
     if records is not None:
-        os.makedirs(os.path.join(saved, "assets.extra"))
         with tf.io.TFRecordWriter(os.path.join(saved, WARMUP_FILE)) as writer:
             for record in records:
                 writer.write(record)
+    if weights_record is not None:
+        with open(os.path.join(saved, WEIGHTS_RECORD_FILE), "w", encoding="utf-8") as f:
+            json.dump(weights_record, f, indent=2)
     mark(saved, SAVED_MODEL_KIND)
 
 

@@ -320,6 +320,9 @@ def test_cli_export_regnety032_none(tmp_path, capsys):
     assert cli.main(["export", "--model", "RegNetY032", "--weights", "none", "--output", str(out_dir)]) == 0
     assert "serving_bytes" in capsys.readouterr().out
     assert export.has_xla(str(out_dir / "1")) == []
+    # What was served is recorded beside it (TF Serving does not load assets.extra/).
+    record = json.loads((out_dir / "1" / export.WEIGHTS_RECORD_FILE).read_text())
+    assert (record["model"], record["kind"], record["files"]) == ("RegNetY032", "none", [])
     assert cli.main(["export", "--model", "RegNetY032", "--weights", "none", "--output", str(out_dir)]) == 2
     assert "already exists" in capsys.readouterr().err
 

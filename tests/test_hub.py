@@ -3,6 +3,7 @@ weights equal to the builders', and presets written by the CLI loaded in fresh p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -209,6 +210,9 @@ def test_cli_preset_loads_through_keras_hub_in_fresh_processes(tmp_path):
     assert cli.main(["preset", "--model", name, "--weights", checkpoint, "--output", str(preset)]) == 0
     assert {"config.json", "model.weights.h5", "metadata.json", "task.json", "task.weights.h5",
             "preprocessor.json"} <= set(os.listdir(preset))
+    record = json.loads((preset / "keras_regnet_weights.json").read_text())  # which weights
+    assert (record["kind"], record["files"]) == ("checkpoint", [os.path.basename(checkpoint)])
+    assert record["sha256"] == hashlib.sha256(open(checkpoint, "rb").read()).hexdigest()
 
     rng = np.random.default_rng(5)
     images = rng.uniform(0, 255, (2, 224, 224, 3)).astype("float32")
