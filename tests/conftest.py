@@ -6,6 +6,8 @@ import csv
 import http.server
 import os
 import pathlib
+import subprocess
+import sys
 import threading
 import time
 
@@ -141,6 +143,32 @@ def server():
 
 
 CLIENTS = pathlib.Path(__file__).parent / "clients"
+TRAIN = str(pathlib.Path(__file__).resolve().parent.parent / "training" / "train.py")
+
+
+def run_trainer(args, timeout: int = 300, env: dict | None = None, **kwargs):
+    """``python training/train.py ARGS`` as a user starts it: a fresh process (for what only
+    one shows: its console, its exit status, a kill, several replicas); its output captured."""
+    return subprocess.run([sys.executable, TRAIN, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, **kwargs)
+
+
+def run_trainer_in_process(capsys, *args) -> subprocess.CompletedProcess:
+    """The trainer's command line run in this process (its flags reset first): what a
+    subprocess would return, without a fresh TensorFlow start for each error message."""
+    from absl import flags
+
+    from keras_regnet.training.main import run_main
+
+    flags.FLAGS.unparse_flags()
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            run_main(["train.py", *args])
+    finally:
+        flags.FLAGS.unparse_flags()  # leaves no parsed values behind for later tests
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, exited.value.code, captured.out, captured.err)
 
 
 def run_client(script: str, *args, onednn: str = "0", timeout: int = 300):
@@ -148,8 +176,6 @@ def run_client(script: str, *args, onednn: str = "0", timeout: int = 300):
     explicitly (a served model must run with oneDNN off, TensorFlow's default on AVX2 CPUs,
     and on) and returns the JSON it prints; a client error fails the test with its message."""
     import json
-    import subprocess
-    import sys
 
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run([sys.executable, str(CLIENTS / script), *map(str, args)], env=env,

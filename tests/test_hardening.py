@@ -16,13 +16,13 @@ import pytest
 import tensorflow as tf
 
 import keras_regnet
+from conftest import TRAIN, run_trainer, run_trainer_in_process
 from keras_regnet import conversion, downloads, export, verify, weight_table
 from keras_regnet.preprocessing import EvalTransform
 from keras_regnet.training import data as data_lib
 from keras_regnet.training.demo import prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, "training", "train.py")
 
 
 @pytest.fixture(autouse=True)
@@ -218,31 +218,8 @@ def test_truncated_validation_shard_is_named(demo_dir, tmp_path):
 
 # --- 5. and 6. the trainer's command line ------------------------------------------------------
 
-def _train(*args, timeout=300):
-    return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
 SMALL = ["--strategy", "one_device", "--epochs", "1", "--steps_per_epoch", "2", "--batch_size",
          "16", "--image_size", "32", "--num_classes", "10", "--eval_steps", "1", "--noexport"]
-
-
-def _train_in_process(capsys, *args) -> subprocess.CompletedProcess:
-    """The trainer's command line run in this process (its flags reset first): what a
-    subprocess would return, without a fresh TensorFlow start for each error message."""
-    from absl import flags
-
-    from keras_regnet.training.main import run_main
-
-    flags.FLAGS.unparse_flags()
-    capsys.readouterr()
-    try:
-        with pytest.raises(SystemExit) as exited:
-            run_main(["train.py", *args])
-    finally:
-        flags.FLAGS.unparse_flags()  # leaves no parsed values behind for later tests
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, exited.value.code, captured.out, captured.err)
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -252,7 +229,7 @@ def _train_in_process(capsys, *args) -> subprocess.CompletedProcess:
 ])
 def test_train_user_errors_are_one_line(args, expected, demo_dir, capsys):
     base = [a for a in SMALL if not a.startswith("--batch_size") and a != "16"]
-    assert expected in _one_clear_line(_train_in_process(capsys, f"--data_dir={demo_dir}", *base, *args))
+    assert expected in _one_clear_line(run_trainer_in_process(capsys, f"--data_dir={demo_dir}", *base, *args))
 
 
 @pytest.mark.slow
@@ -260,8 +237,8 @@ def test_train_user_error_exit_path_in_a_fresh_process(demo_dir):
     """The real exit (status 2, one line, no traceback) once, as a user's shell sees it; the
     replica split must happen before TensorFlow starts, so this one needs its own process."""
     base = [a for a in SMALL if not a.startswith("--batch_size") and a != "16"]
-    result = _train(f"--data_dir={demo_dir}", *base, "--strategy=mirrored", "--cpu_replicas=2",
-                    "--batch_size=15")
+    result = run_trainer([f"--data_dir={demo_dir}", *base, "--strategy=mirrored", "--cpu_replicas=2",
+                          "--batch_size=15"])
     assert "--batch_size 15 does not split over 2 replicas" in _one_clear_line(result)
 
 
@@ -287,13 +264,13 @@ def test_second_run_into_a_busy_model_dir_refuses_and_history_is_kept(demo_dir, 
     run_dir = tmp_path / "run"
     args = [f"--data_dir={demo_dir}", *SMALL, f"--model_dir={run_dir}"]
     with exclusive(str(run_dir)):  # another run holds it (a lock is per open file, not per process)
-        line = _one_clear_line(_train_in_process(capsys, *args))
+        line = _one_clear_line(run_trainer_in_process(capsys, *args))
     assert f"{run_dir} is in use by another training run (pid {os.getpid()})" in line
     assert not (run_dir / "checkpoints").exists()
     # The lock is free again; a rerun of a finished command keeps history. The second run is a
     # user's fresh process, whose console is checked below.
-    assert _train_in_process(capsys, *args).returncode in (0, None)
-    result = _train(*args)
+    assert run_trainer_in_process(capsys, *args).returncode in (0, None)
+    result = run_trainer(args)
     assert result.returncode == 0, result.stderr[-2000:]
     history = (run_dir / "metrics_history.jsonl").read_text().splitlines()
     assert len(history) == 2 and json.loads(history[-1]) == json.load(open(run_dir / "metrics.json"))
@@ -304,7 +281,7 @@ def test_second_run_into_a_busy_model_dir_refuses_and_history_is_kept(demo_dir, 
 @pytest.mark.slow
 def test_non_finite_loss_is_one_line_exit_1(demo_dir, tmp_path, capsys):
     args = [a for a in SMALL if a not in ("--steps_per_epoch", "2")]
-    result = _train_in_process(capsys, f"--data_dir={demo_dir}", *args, "--steps_per_epoch=8",
+    result = run_trainer_in_process(capsys, f"--data_dir={demo_dir}", *args, "--steps_per_epoch=8",
                                "--learning_rate=1e30", f"--model_dir={tmp_path}")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "train: stopped: Loss became" in result.stderr

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 import keras_regnet
+from conftest import TRAIN, run_trainer, run_trainer_in_process
 from keras_regnet.training import data as data_lib
 from keras_regnet.training.config import PipelineConfig, Recipe, TrainConfig
 from keras_regnet.training.demo import prepare
 from keras_regnet.training.optim import TorchSGD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, "training", "train.py")
 # The trainer SIGKILLed while writing a given checkpoint (tests/clients/ says how).
 KILLED_IN_CHECKPOINT_WRITE = os.path.join(ROOT, "tests", "clients", "train_killed_in_checkpoint_write.py")
 SMALL = ["--epochs", "2", "--steps_per_epoch", "6", "--batch_size", "16", "--image_size", "32",
@@ -32,11 +32,6 @@ SMALL = ["--epochs", "2", "--steps_per_epoch", "6", "--batch_size", "16", "--ima
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     return prepare(str(tmp_path_factory.mktemp("demo")))
-
-
-def train_cli(args, timeout=300, env=None, **kwargs):
-    return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, **(env or {})), **kwargs)
 
 
 def small_config(demo_dir, model_dir, **overrides) -> TrainConfig:
@@ -292,7 +287,7 @@ def test_mirrored_two_replicas_learn_and_the_export_scores_what_the_trainer_repo
     # resizes and crops for real. 360 validation images: the replicas' last batches are uneven.
     data_dir = prepare(str(tmp_path / "data"), size=(40, 52))
     # 32 images per replica: BatchNorm over 16 one-pixel maps made the 96-step curve too noisy.
-    result = train_cli(["--strategy", "mirrored", "--cpu_replicas", "2", f"--data_dir={data_dir}",
+    result = run_trainer(["--strategy", "mirrored", "--cpu_replicas", "2", f"--data_dir={data_dir}",
                         f"--model_dir={tmp_path / 'run'}", "--epochs", "8", "--steps_per_epoch", "12",
                         "--batch_size", "64", "--image_size", "32", "--num_classes", "10",
                         "--crop_area_min", "0.35", "--noflip"])
@@ -331,7 +326,7 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(demo_dir, tmp_pa
                 "--epochs", "2", "--steps_per_epoch", "10", "--batch_size", batch, "--image_size",
                 "32", "--num_classes", "10", "--checkpoint_every", "4", "--eval_steps", "1", "--noexport"]
 
-    uninterrupted = train_cli(arguments(tmp_path / "whole"))
+    uninterrupted = run_trainer(arguments(tmp_path / "whole"))
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
     tmp_path = tmp_path / "killed"
     args = arguments(tmp_path)
@@ -357,7 +352,7 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(demo_dir, tmp_pa
         proc.wait()
     assert not (tmp_path / "metrics.json").exists()
 
-    result = train_cli(args)
+    result = run_trainer(args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from" in result.stderr
     metrics = json.load(open(tmp_path / "metrics.json"))
@@ -598,11 +593,10 @@ def test_every_trainconfig_field_is_a_flag_with_the_librarys_choices():
     assert list(flags.FLAGS["recipe"].parser.enum_values) == list(config_lib.RECIPES)
 
 
-@pytest.mark.slow
-def test_train_help_says_what_the_demo_runs():
+def test_train_help_says_what_the_demo_runs(capsys):
     from keras_regnet.training.config import DEMO_DEFAULTS
 
-    result = train_cli(["--help"])
+    result = run_trainer_in_process(capsys, "--help")
     for name, value in DEMO_DEFAULTS.items():
         assert f"--{name}" in result.stdout or f"--[no]{name}" in result.stdout
         assert f"demo {value!r}" in " ".join(result.stdout.split())
@@ -696,7 +690,7 @@ def test_digits_accuracy_floor_that_every_earlier_trainer_met(demo_dir, tmp_path
     """The digits TFRecords with the library's default augmentation (Inception crops from 8% of
     the area, flips), 15 epochs at batch 64 on 2 replicas: every trainer since the first one
     (2026-11-26) ended at 74-76% validation top-1 on a 2-core AMD EPYC (docs/training.md)."""
-    result = train_cli(["--strategy", "mirrored", "--cpu_replicas", "2", f"--data_dir={demo_dir}",
+    result = run_trainer(["--strategy", "mirrored", "--cpu_replicas", "2", f"--data_dir={demo_dir}",
                         f"--model_dir={tmp_path}", "--num_classes", "10", "--model", "RegNetX002",
                         "--image_size", "32", "--epochs", "15", "--batch_size", "64", "--noexport"],
                        timeout=900)
