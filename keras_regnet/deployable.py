@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from keras_regnet.preprocessing import EvalTransform, default_class_names
-from keras_regnet.weight_choice import ResolvedWeights
+from keras_regnet.weight_choice import NO_WEIGHTS, ResolvedWeights
 
 log = logging.getLogger(__name__)
 RUN_DESCRIPTION = "model.json"  # written by the trainer beside final.weights.h5
@@ -80,7 +80,9 @@ def load_deployable(weights: str | ResolvedWeights | None, model: str | None = N
     from keras_regnet.weight_choice import resolve_weights
 
     names = read_labels(labels) if labels else None
-    if weights is not None and os.path.isdir(weights):
+    if weights == NO_WEIGHTS:  # the command line's None, even where a folder "none" exists
+        weights = None
+    if weights is not None and not isinstance(weights, ResolvedWeights) and os.path.isdir(weights):
         run = _read_run(weights)
         model = model or run["model"]
         classes = classes or run["classes"]
