@@ -125,6 +125,9 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError(f"--top_k must be a positive integer, got {args.top_k}.")
     if args.quantize != "none" and fmt != "litert":
         raise ValueError(f"--quantize {args.quantize} applies to --format litert only.")
+    if (args.quantize == "int8") != (args.calibration is not None):
+        raise ValueError("--quantize int8 needs --calibration DIR (images or TFRecords like those "
+                         "the model will serve), and --calibration applies to --quantize int8 only.")
     transform = EvalTransform.parse(args.eval_transform) if args.eval_transform else None
     target = load_deployable(args.weights, args.model, classes=args.classes, transform=transform,
                              labels=args.labels)
@@ -145,8 +148,13 @@ def _export(args: argparse.Namespace) -> int:
     suffix = f"_{args.quantize}" if args.quantize != "none" else ""
     path = formats.artifact_path(args.output, f"{target.name}{suffix}", fmt)
     if fmt == "litert":
+        calibration = None
+        if args.quantize == "int8":
+            from keras_regnet.calibration import calibration_images
+
+            calibration = calibration_images(args.calibration, transform, args.calibration_images)
         export.export_tflite(target.model, path, quantize=args.quantize, overwrite=args.overwrite,
-                             image_size=transform.crop)
+                             image_size=transform.crop, calibration=calibration)
     else:
         formats.export_keras_format(export.fold_for_inference(target.model), path, fmt,
                                     overwrite=args.overwrite)
@@ -208,7 +216,12 @@ def _runs_without_keras(args: argparse.Namespace) -> bool:
 def main(argv: list[str] | None = None) -> int:
     # The choices come from the library's constants, never restated here.
     from keras_regnet.design.sampling import SPACES
-    from keras_regnet.export_choices import DEFAULT_MAX_PIXELS, FORMATS, QUANTIZATIONS
+    from keras_regnet.export_choices import (
+        DEFAULT_CALIBRATION_IMAGES,
+        DEFAULT_MAX_PIXELS,
+        FORMATS,
+        QUANTIZATIONS,
+    )
     from keras_regnet.references import SOURCES
     from keras_regnet.writers import TargetInUseError
 
@@ -247,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
                           "formats: a folder, or the file's path")
     exp.add_argument("--version", type=int, default=1)
     exp.add_argument("--format", choices=FORMATS, default="saved_model")
-    exp.add_argument("--quantize", choices=QUANTIZATIONS, default="none", help="LiteRT only")
+    exp.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
+                     help="LiteRT only; int8: full integer, calibrated on --calibration")
+    exp.add_argument("--calibration", help="int8: a folder of images, or of the trainer's TFRecords, "
+                     "like those the model will serve")
+    exp.add_argument("--calibration-images", "--calibration_images", dest="calibration_images", type=int,
+                     default=DEFAULT_CALIBRATION_IMAGES, help="int8: how many calibration images to use")
     exp.add_argument("--top_k", type=int, default=5)
     exp.add_argument("--name", help="served model name used in the warmup requests")
     exp.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,

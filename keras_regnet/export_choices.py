@@ -5,5 +5,6 @@ loading TensorFlow.
 """
 
 FORMATS = ("saved_model", "onnx", "litert", "openvino", "tflite")  # "tflite": LiteRT's old name
-QUANTIZATIONS = ("none", "dynamic")
+QUANTIZATIONS = ("none", "dynamic", "int8")
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40 MP photo decodes to 120 MB; the crop costs far less
+DEFAULT_CALIBRATION_IMAGES = 128  # int8 calibration: LiteRT's and ONNX Runtime's guides suggest ~100-500

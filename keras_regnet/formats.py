@@ -125,6 +125,22 @@ def quiet_converters():
                 sys.stderr.write(captured.read().decode(errors="replace")[-20000:])
 
 
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """A float batch as a LiteRT tensor takes it (an int8 model's uint8 input: the pixels)."""
+    if detail["dtype"] == np.float32:
+        return x
+    scale, zero_point = detail["quantization"]
+    bounds = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero_point), bounds.min, bounds.max).astype(detail["dtype"])
+
+
+def _dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return q
+    scale, zero_point = detail["quantization"]
+    return (q.astype("float32") - zero_point) * scale
+
+
 def run_artifact(path: str, images: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Runs an ``.onnx`` / ``.tflite`` / ``.xml`` file in its runtime on a float32 batch.
 
@@ -150,12 +166,12 @@ def run_artifact(path: str, images: np.ndarray, threads: int | None = None) -> n
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(model_path=path, num_threads=threads)
-        index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(index, images.shape)
+        given, produced = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        interpreter.resize_tensor_input(given["index"], images.shape)
         interpreter.allocate_tensors()
-        interpreter.set_tensor(index, images)
+        interpreter.set_tensor(given["index"], _quantize(images, given))
         interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        return _dequantize(interpreter.get_tensor(produced["index"]), produced)
     import openvino as ov
 
     # float32 as the Keras model computes (OpenVINO may pick bf16 on CPUs that have it).

@@ -2,7 +2,8 @@
 
     python runtime_client.py FILE[,FILE...] IMAGES.npy [IMAGES.npy ...]
 
-``.onnx``: onnxruntime; ``.tflite``: ai-edge-litert; ``.xml``: OpenVINO (float32);
+``.onnx``: onnxruntime; ``.tflite``: ai-edge-litert (a full-integer model's input quantised
+and its output dequantised with the file's own parameters); ``.xml``: OpenVINO (float32);
 ``/`` (a directory): TensorFlow's ``tf.saved_model.load`` and its ``serve`` endpoint (what
 Keras's ``model.export(format="tf_saved_model")`` writes). Prints one JSON line mapping each
 file to its outputs, one per input batch (batches of different sizes exercise the dynamic
@@ -28,12 +29,20 @@ def runner(path: str):
         interpreter = Interpreter(model_path=path)
 
         def run(x):
-            index = interpreter.get_input_details()[0]["index"]
-            interpreter.resize_tensor_input(index, x.shape)
+            given, produced = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+            interpreter.resize_tensor_input(given["index"], x.shape)
             interpreter.allocate_tensors()
-            interpreter.set_tensor(index, x)
+            if given["dtype"] != np.float32:  # a full-integer model: its input's own scale
+                scale, zero_point = given["quantization"]
+                bounds = np.iinfo(given["dtype"])
+                x = np.clip(np.round(x / scale + zero_point), bounds.min, bounds.max).astype(given["dtype"])
+            interpreter.set_tensor(given["index"], x)
             interpreter.invoke()
-            return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+            out = interpreter.get_tensor(produced["index"])
+            if produced["dtype"] != np.float32:
+                scale, zero_point = produced["quantization"]
+                out = (out.astype(np.float32) - zero_point) * scale
+            return out
         return run
     if path.endswith(".xml"):
         import openvino as ov
