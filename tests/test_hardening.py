@@ -61,6 +61,7 @@ def _two_sources_load_the_reference(server, monkeypatch, reference, first: str, 
 
 # --- 1. a bad download never enters the cache; the next source is tried ----------------------
 
+@pytest.mark.slow  # over ~5 s on 2 cores (the quick pass stays under 3 minutes)
 @pytest.mark.parametrize("bad", ["no-length-cut", "captive-portal-html"])
 def test_a_bad_download_is_discarded_and_the_next_source_used(bad, server, monkeypatch, keras_home,
                                                                 x002_safetensors):
@@ -320,6 +321,7 @@ def served(tmp_path_factory):
     return tf.saved_model.load(path)
 
 
+@pytest.mark.slow  # its fixture exports a SavedModel (~10 s on 2 cores)
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding(served):
     # 12000 x 12000 PNG: a few hundred KB that would decode to 432 MB.
     png = tf.io.encode_png(tf.zeros([12000, 12000, 1], tf.uint8))
@@ -332,6 +334,7 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(served):
         served.signatures["serving_default"](images=tf.zeros([1, 1100, 1000, 3]))
 
 
+@pytest.mark.slow  # its fixture exports a SavedModel (~10 s on 2 cores)
 def test_an_extreme_aspect_ratio_is_served_at_the_crops_cost(served):
     strip = tf.io.encode_jpeg(tf.fill([1, 3000, 3], tf.constant(128, tf.uint8))).numpy()
     out = served.signatures["serving_bytes"](image_bytes=tf.constant([strip] * 2))
@@ -344,6 +347,7 @@ def test_export_refuses_a_limit_below_the_crop(tmp_path):
         export.export_saved_model(model, str(tmp_path / "m"), 1, max_pixels=100)
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores (the quick pass stays under 3 minutes)
 def test_a_damaged_cache_entry_is_replaced(server, monkeypatch, keras_home, x002_safetensors):
     # A cached download or converted file that no longer reads (older versions could leave
     # one) is deleted and rebuilt once, with a warning; the model still loads exactly.

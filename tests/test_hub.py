@@ -78,6 +78,7 @@ class RegNetKerasHubTest(test_case.TestCase):
         )
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores (the quick pass stays under 3 minutes)
 def test_spec_config_round_trips():
     for spec in ("RegNetY002", TINY, keras_regnet.get_spec("RegNetX004")):
         backbone = RegNetBackbone(spec, image_shape=(64, 64, 3))

@@ -156,6 +156,7 @@ def test_config_and_keras_file_round_trips(name, tmp_path):
     np.testing.assert_array_equal(keras.saving.load_model(path)(x), expected)
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores (the quick pass stays under 3 minutes)
 def test_weights_file_round_trip(tmp_path):
     model = keras_regnet.RegNetY002(weights=None, input_shape=(64, 64, 3))
     path = tmp_path / "y002.weights.h5"

@@ -192,6 +192,7 @@ def _serve_reference(server, monkeypatch, tmp_path, name, downloads_spec):
     monkeypatch.setitem(weight_table._REGISTRY, (name, "imagenet"), fake)
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores (the quick pass stays under 3 minutes)
 def test_imagenet_weights_download_convert_cache_and_load(server, monkeypatch, tmp_path, keras_home):
     reference = verify.calibrated_reference("RegNetY002", "timm")
     body = open(verify.save_native(reference, "timm", tmp_path), "rb").read()
@@ -213,6 +214,7 @@ def test_imagenet_weights_download_convert_cache_and_load(server, monkeypatch, t
                                                    "manifest.json", "regnety_002.test.safetensors"]
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores (the quick pass stays under 3 minutes)
 def test_falls_back_to_the_next_source(server, monkeypatch, tmp_path, keras_home):
     reference = verify.calibrated_reference("RegNetX002", "pycls")
     body = open(verify.save_native(reference, "pycls", tmp_path), "rb").read()
@@ -242,6 +244,7 @@ def _unpinned_x002(server, monkeypatch, tmp_path, body: bytes) -> str:
     return route
 
 
+@pytest.mark.slow  # over ~5 s on 2 cores (the quick pass stays under 3 minutes)
 def test_first_download_is_recorded_and_later_loads_and_downloads_must_match(server, monkeypatch, tmp_path,
                                                                               keras_home, capsys, caplog):
     import json
