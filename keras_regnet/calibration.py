@@ -29,16 +29,15 @@ def _image_files(folder: str) -> list[str]:
 
 
 def _record_files(source: str) -> list[str]:
-    import tensorflow as tf
-
-    from keras_regnet.training.data import SPLIT_PATTERNS
+    from keras_regnet.training.data import split_files
 
     if os.path.isfile(source):
         return [source]
     for split in ("train", "validation"):
-        files = sorted(tf.io.gfile.glob(os.path.join(source, SPLIT_PATTERNS[split])))
-        if files:
-            return files
+        try:
+            return split_files(source, split)
+        except FileNotFoundError:
+            continue
     return []
 
 
@@ -56,10 +55,12 @@ def _encoded_images(source: str, limit: int, seed: int) -> list[tuple[str, bytes
 
     from keras_regnet.training.data import FEATURES
 
-    encoded = [tf.io.parse_single_example(r, FEATURES)["image/encoded"].numpy()
-               for r in tf.data.TFRecordDataset(records)]
-    chosen = sorted(rng.permutation(len(encoded))[:limit])
-    return [(f"record {i} of {source}", encoded[i]) for i in chosen]
+    # Bounded reading: shards in a seeded order, a shuffle buffer of ten times the set; a
+    # training split of a million records is not read whole for 128 images.
+    shards = [records[i] for i in rng.permutation(len(records))]
+    dataset = tf.data.TFRecordDataset(shards).shuffle(10 * limit, seed=seed).take(limit)
+    return [(f"a record of {source}", tf.io.parse_single_example(r, FEATURES)["image/encoded"].numpy())
+            for r in dataset]
 
 
 def calibration_images(source: str | os.PathLike, transform: EvalTransform,
