@@ -64,10 +64,15 @@ def _load_keras_parts() -> None:
 
 
 def _started_as_the_cli() -> bool:
-    """True inside the ``keras-regnet`` command: ``list``, ``--help`` and ``sweep sample`` need
-    no Keras, and the commands that do import it themselves (``cli.py``)."""
+    """True inside the ``keras-regnet`` command (or ``python -m keras_regnet.cli``): ``list``,
+    ``--help`` and ``sweep sample`` need no Keras, and the commands that do import it
+    themselves (``cli.py``)."""
     main = _sys.modules.get("__main__")
-    return _os.path.basename(getattr(main, "__file__", None) or "").startswith("keras-regnet")
+    if _os.path.basename(getattr(main, "__file__", None) or "").startswith("keras-regnet"):
+        return True
+    # `python [options] -m keras_regnet.cli`: the package is imported before __main__ is set.
+    argv = getattr(_sys, "orig_argv", [])
+    return any(a == "-m" and b == "keras_regnet.cli" for a, b in zip(argv, argv[1:]))
 
 
 def _is_submodule(name: str) -> bool:

@@ -43,15 +43,19 @@ class Deployable:
 
 
 def write_run_description(model_dir: str, model: str, classes: int, transform: EvalTransform,
-                          class_names: Sequence[str] | None) -> str:
-    """The trainer's ``model.json``: what ``keras-regnet export --weights MODEL_DIR`` needs."""
+                          class_names: Sequence[str] | None, design: dict | None = None) -> str:
+    """The trainer's ``model.json``: what ``keras-regnet export --weights MODEL_DIR`` needs
+    (``design``: the design-space record a ``--design`` or sweep run trained instead of ``model``)."""
     from keras_regnet.files import atomic_path
 
     path = os.path.join(model_dir, RUN_DESCRIPTION)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"model": model, "classes": classes,
+    description = {"model": model, "classes": classes,
                    "eval_transform": f"{transform.resize}/{transform.crop} {transform.interpolation}",
-                   "class_names": list(class_names) if class_names else None}, f, indent=2)
+                   "class_names": list(class_names) if class_names else None}
+    if design is not None:
+        description["design"] = design
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(description, f, indent=2)
     return path
 
 
@@ -82,8 +86,10 @@ def load_deployable(weights: str | ResolvedWeights | None, model: str | None = N
     names = read_labels(labels) if labels else None
     if weights == NO_WEIGHTS:  # the command line's None, even where a folder "none" exists
         weights = None
+    design = None
     if weights is not None and not isinstance(weights, ResolvedWeights) and os.path.isdir(weights):
         run = _read_run(weights)
+        design = None if model else run.get("design")  # --model overrides what the run trained
         model = model or run["model"]
         classes = classes or run["classes"]
         transform = transform or EvalTransform.parse(run["eval_transform"])
@@ -93,6 +99,13 @@ def load_deployable(weights: str | ResolvedWeights | None, model: str | None = N
     if weights is not None and str(weights).endswith(".keras"):
         network = _load_keras_file(weights)
         name = model or network.name
+    elif design is not None:  # a design-space point: rebuilt from its record
+        from keras_regnet.design.sampling import spec_from_record
+
+        resolved = resolve_weights(weights, None)
+        network = RegNet(spec_from_record(design), weights=resolved, classes=classes,
+                         input_shape=(None, None, 3))
+        name = network.name
     else:
         if model is None:
             raise ValueError("--model is needed with this --weights (e.g. --model RegNetX004); "

@@ -142,6 +142,23 @@ def server():
     httpd.server_close()
 
 
+@pytest.fixture(scope="session")
+def tiny_design(tmp_path_factory) -> str:
+    """A ``--design`` file: RegNetX002's stage widths and group width at depth 1 per stage.
+    For trainer runs that test resuming, replicas or errors rather than a network: tracing and
+    optimising a train step costs about a third of RegNetX002's (its 13 blocks)."""
+    import json
+
+    from keras_regnet.design.sampling import record
+    from keras_regnet.design.spec import AnyNetSpec
+
+    spec = AnyNetSpec(depths=(1, 1, 1, 1), widths=(24, 56, 152, 368), bottleneck_ratios=(1, 1, 1, 1),
+                      group_widths=(8, 8, 8, 8))
+    path = tmp_path_factory.mktemp("design") / "tiny.jsonl"
+    path.write_text(json.dumps(record("tiny", spec)) + "\n")
+    return str(path)
+
+
 CLIENTS = pathlib.Path(__file__).parent / "clients"
 TRAIN = str(pathlib.Path(__file__).resolve().parent.parent / "training" / "train.py")
 

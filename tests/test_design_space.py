@@ -136,48 +136,41 @@ def _cli(*args, **kwargs):
 
 
 @pytest.mark.slow
-def test_sweep_sample_train_analyze_end_to_end(tmp_path):
-    paths = []
-    for space in ("RegNetX", "AnyNetXA"):
-        path = str(tmp_path / f"{space}.jsonl")
-        # Seed 3 draws the shallowest models of this window (77 blocks in all): tracing time.
-        result = _cli("sweep", "sample", "--space", space, "--n", "2", "--seed", "3", "--flops",
-                      "100M:400M", "--out", path)
+def test_sweep_sample_train_killed_resumed_analyze_end_to_end(tmp_path):
+    """Two spaces sampled; the first file's training SIGKILLed once one model is finished; one
+    ``sweep train`` of both files then trains only the two unfinished models (the finished one
+    kept as it was); the report compares the spaces."""
+    paths = {space: str(tmp_path / f"{space}.jsonl") for space in ("RegNetX", "AnyNetXA")}
+    for space, n in (("RegNetX", "2"), ("AnyNetXA", "1")):
+        # Seed 3 draws shallow models of this window: tracing time.
+        result = _cli("sweep", "sample", "--space", space, "--n", n, "--seed", "3", "--flops",
+                      "100M:400M", "--out", paths[space])
         assert result.returncode == 0, result.stderr
-        paths.append(path)
-    result = _cli("sweep", "train", *paths, "--epochs", "1", "--steps_per_epoch", "3", timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    for path in paths:
-        records = [json.loads(line) for line in open(path)]
-        assert all(0 <= r["error"] <= 100 and r["epochs"] == 1 and r["steps_per_epoch"] == 3 for r in records)
-    result = _cli("sweep", "analyze", *paths, "--out", str(tmp_path / "report"))
-    assert result.returncode == 0, result.stderr
-    html = open(tmp_path / "report" / "report.html").read()
-    assert html.count("<img src='data:image/png;base64,") >= 5 and "AnyNetXA" in html
-    assert (tmp_path / "report" / "edf.png").stat().st_size > 1000
-
-
-@pytest.mark.slow
-def test_killed_sweep_resumes_without_retraining(tmp_path):
-    path = str(tmp_path / "x.jsonl")
-    assert _cli("sweep", "sample", "--space", "RegNetX", "--n", "2", "--seed", "1", "--flops",
-                "100M:300M", "--out", path).returncode == 0
     short = ["--epochs", "1", "--steps_per_epoch", "3"]
-    proc = subprocess.Popen([sys.executable, "-m", "keras_regnet.cli", "sweep", "train", path, *short],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "keras_regnet.cli", "sweep", "train", paths["RegNetX"],
+                             *short], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if sum("error" in json.loads(line) for line in open(path)) >= 1:
+        if sum("error" in json.loads(line) for line in open(paths["RegNetX"])) >= 1:
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    first = [json.loads(line) for line in open(path)]
+    first = [json.loads(line) for line in open(paths["RegNetX"])]
     finished = [r["error"] for r in first if "error" in r]
     assert len(finished) == 1
-    result = _cli("sweep", "train", path, *short, timeout=600)
+
+    result = _cli("sweep", "train", *paths.values(), *short, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("error ") == 1  # only the unfinished one trained
-    final = [json.loads(line) for line in open(path)]
-    assert all("error" in r for r in final)
+    assert result.stdout.count("error ") == 2  # only the unfinished ones trained
+    final = [json.loads(line) for line in open(paths["RegNetX"])]
     assert [r["error"] for r, f in zip(final, first) if "error" in f] == finished  # kept as they were
+    for path in paths.values():
+        records = [json.loads(line) for line in open(path)]
+        assert all(0 <= r["error"] <= 100 and r["epochs"] == 1 and r["steps_per_epoch"] == 3 for r in records)
+
+    result = _cli("sweep", "analyze", *paths.values(), "--out", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    html = open(tmp_path / "report" / "report.html").read()
+    assert html.count("<img src='data:image/png;base64,") >= 5 and "AnyNetXA" in html
+    assert (tmp_path / "report" / "edf.png").stat().st_size > 1000

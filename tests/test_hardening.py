@@ -259,11 +259,12 @@ def test_unusable_keras_home_is_one_line(demo_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_second_run_into_a_busy_model_dir_refuses_and_history_is_kept(demo_dir, tmp_path, capsys):
+def test_second_run_into_a_busy_model_dir_refuses_and_history_is_kept(demo_dir, tiny_design, tmp_path,
+                                                                      capsys):
     from keras_regnet.training.lock import exclusive
 
     run_dir = tmp_path / "run"
-    args = [f"--data_dir={demo_dir}", *SMALL, f"--model_dir={run_dir}"]
+    args = [f"--data_dir={demo_dir}", f"--design={tiny_design}", *SMALL, f"--model_dir={run_dir}"]
     with exclusive(str(run_dir)):  # another run holds it (a lock is per open file, not per process)
         line = _one_clear_line(run_trainer_in_process(capsys, *args))
     assert f"{run_dir} is in use by another training run (pid {os.getpid()})" in line
@@ -280,9 +281,10 @@ def test_second_run_into_a_busy_model_dir_refuses_and_history_is_kept(demo_dir, 
 
 
 @pytest.mark.slow
-def test_non_finite_loss_is_one_line_exit_1(demo_dir, tmp_path, capsys):
+def test_non_finite_loss_is_one_line_exit_1(demo_dir, tiny_design, tmp_path, capsys):
     args = [a for a in SMALL if a not in ("--steps_per_epoch", "2")]
-    result = run_trainer_in_process(capsys, f"--data_dir={demo_dir}", *args, "--steps_per_epoch=8",
+    result = run_trainer_in_process(capsys, f"--data_dir={demo_dir}", f"--design={tiny_design}", *args,
+                                    "--steps_per_epoch=8",
                                "--learning_rate=1e30", f"--model_dir={tmp_path}")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "train: stopped: Loss became" in result.stderr
@@ -445,16 +447,16 @@ def test_a_writer_removes_what_a_killed_writer_of_its_target_left(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_checkpoint_write_is_cleaned_by_the_next_run(demo_dir, tmp_path):
+def test_a_killed_checkpoint_write_is_cleaned_by_the_next_run(demo_dir, tiny_design, tmp_path, capsys):
     checkpoints = tmp_path / "run" / "checkpoints"
     (checkpoints / "ckpt-4_temp").mkdir(parents=True)
     (checkpoints / "ckpt-4_temp" / "part-00000-of-00001").write_bytes(b"half")
-    result = subprocess.run([sys.executable, TRAIN, f"--data_dir={demo_dir}",
-                             f"--model_dir={tmp_path / 'run'}", "--strategy", "one_device",
-                             "--epochs", "1", "--steps_per_epoch", "1",
-                             "--batch_size", "8", "--image_size", "32", "--num_classes", "10",
-                             "--eval_steps", "1", "--noexport"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_trainer_in_process(capsys, f"--data_dir={demo_dir}", f"--design={tiny_design}",
+                                    f"--model_dir={tmp_path / 'run'}", "--strategy", "one_device",
+                                    "--epochs", "1", "--steps_per_epoch", "1",
+                                    "--batch_size", "8", "--image_size", "32", "--num_classes", "10",
+                                    "--eval_steps", "1", "--noexport")
+    assert result.returncode in (0, None), result.stderr[-2000:]
     assert not (checkpoints / "ckpt-4_temp").exists()
 
 

@@ -76,7 +76,8 @@ def record(space: str, spec: AnyNetSpec | RegNetSpec, resolution: int = 224) -> 
                    se_ratio=spec.se_ratio)
     else:
         out.update(depths=list(spec.depths), widths=list(spec.widths),
-                   bottleneck_ratios=list(spec.bottleneck_ratios), group_widths=list(spec.group_widths))
+                   bottleneck_ratios=list(spec.bottleneck_ratios), group_widths=list(spec.group_widths),
+                   se_ratio=spec.se_ratio)
     out.update(count(spec, resolution=resolution))
     return out
 
@@ -89,6 +90,38 @@ def spec_from_record(rec: dict) -> AnyNetSpec | RegNetSpec:
     return AnyNetSpec(depths=rec["depths"], widths=rec["widths"],
                       bottleneck_ratios=rec["bottleneck_ratios"], group_widths=rec["group_widths"],
                       se_ratio=rec.get("se_ratio", 0.0))
+
+
+def design_record(reference: str) -> dict:
+    """The record ``FILE[:N]`` names: line N (from 1; default 1) of a JSON-lines file such as
+    ``keras-regnet sweep sample`` writes. Raises ValueError saying what is wrong.
+
+    Example:
+        >>> design_record("sweep.jsonl:2")["w0"]  # doctest: +SKIP
+        24
+    """
+    import json
+    import os
+
+    path, line = reference, 1
+    head, _, tail = reference.rpartition(":")
+    if head and tail.isdigit():
+        path, line = head, int(tail)
+    if not os.path.isfile(path):
+        raise ValueError(f"--design {reference}: {path} is not a file (write one with "
+                         f"`keras-regnet sweep sample --out FILE`).")
+    with open(path, encoding="utf-8") as f:
+        lines = [text for text in f if text.strip()]
+    if not 1 <= line <= len(lines):
+        raise ValueError(f"--design {reference}: {path} holds {len(lines)} records; "
+                         f"choose one of 1..{len(lines)} (FILE:N).")
+    try:
+        rec = json.loads(lines[line - 1])
+        list(spec_from_record(rec).blocks())  # a record that does not make a network fails here
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--design {reference}: record {line} is not a design-space point "
+                         f"({type(err).__name__}: {err}).") from err
+    return rec
 
 
 Window = tuple[float, float] | None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from keras_regnet.design.sampling import design_record, spec_from_record
 from keras_regnet.preprocessing import EvalTransform
 from keras_regnet.variants import get_variant
 
@@ -78,6 +79,8 @@ class TrainConfig:
     """
 
     model: str = _option("RegNetX002", "model name (keras-regnet list)")
+    design: str | None = _option(None, "train a design-space point instead of --model: FILE[:N], "
+                                 "record N (from 1) of a `keras-regnet sweep sample` file")
     data_dir: str | None = _option(None, "TFRecord directory (train-*, validation-*), or the TFDS "
                                    "data_dir with --tfds_name; unset: the embedded digits demo")
     tfds_name: str | None = _option(None, "read a prepared TFDS dataset, e.g. imagenet2012")
@@ -114,8 +117,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         get_variant(self.model)  # an unknown name fails here, naming the closest ones
+        if self.design:
+            design_record(self.design)  # a missing file or a bad record fails here, saying which
         if self.model_dir is None:
-            object.__setattr__(self, "model_dir", os.path.join("runs", self.model))
+            object.__setattr__(self, "model_dir", os.path.join("runs", self.run_name))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}.")
         if self.precision not in PRECISIONS:
@@ -135,6 +140,19 @@ class TrainConfig:
         if not 0 <= self.freeze_stages <= 5:
             raise ValueError(f"--freeze_stages must be 0 (none) .. 5 (stem + 4 stages), got "
                              f"{self.freeze_stages}.")
+
+    @property
+    def run_name(self) -> str:
+        """``--model``'s name, or for ``--design FILE[:N]`` the file's stem and N."""
+        if not self.design:
+            return self.model
+        head, _, tail = self.design.rpartition(":")
+        path, line = (head, tail) if head and tail.isdigit() else (self.design, "1")
+        return f"{os.path.splitext(os.path.basename(path))[0]}-{line}"
+
+    def design_spec(self):
+        """The RegNetSpec / AnyNetSpec of ``--design``, or None (train ``--model``)."""
+        return spec_from_record(design_record(self.design)) if self.design else None
 
     def tuned(self, recipe: Recipe) -> Recipe:
         """The recipe with this run's --learning_rate / --weight_decay overrides applied."""

@@ -169,6 +169,7 @@ def setup(config: TrainConfig, recipe: Recipe, spec=None,
     The run's directory is locked for as long as ``resources`` (the caller's ExitStack) lives:
     a second run into it refuses at once.
     """
+    spec = spec or config.design_spec()
     strategy = make_strategy(config.strategy, config.cpu_replicas, config.tpu)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
@@ -366,12 +367,13 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True,
     ``spec`` trains a design-space point instead of ``config.model``; ``export=False`` skips
     the SavedModel (sweeps).
     """
+    spec = spec or config.design_spec()
     with contextlib.ExitStack() as resources:
         s = setup(config, config.tuned(recipe or get_recipe(config.recipe)), spec, resources)
-        return _train_evaluate_finish(s, verbose, export)
+        return _train_evaluate_finish(s, verbose, export, spec)
 
 
-def _train_evaluate_finish(s: Session, verbose: bool, export: bool) -> dict:
+def _train_evaluate_finish(s: Session, verbose: bool, export: bool, spec=None) -> dict:
     config = s.config
     train_step = make_train_step(s)
     start_step, start_time, images = int(s.step.numpy()), time.perf_counter(), 0
@@ -392,7 +394,7 @@ def _train_evaluate_finish(s: Session, verbose: bool, export: bool) -> dict:
             tf.summary.scalar("val/top5", top5)
         s.writer.flush()
     if s.chief:
-        finish(s.model, config, metrics, export and config.export)
+        finish(s.model, config, metrics, export and config.export, spec)
     else:  # kept so that the replicas can be compared
         save_keras_weights(s.model, os.path.join(s.out_dir, "final.weights.h5"))
     if verbose and s.chief:
@@ -466,10 +468,12 @@ def evaluate(s: Session) -> tuple[float, float]:
     return 100 * totals[0] / totals[2], 100 * totals[1] / totals[2]
 
 
-def finish(model: keras.Model, config: TrainConfig, metrics: dict, export: bool = True) -> None:
-    """metrics.json (this run), metrics_history.jsonl (every run), final.weights.h5 and the
-    SavedModel in model_dir/export/N."""
+def finish(model: keras.Model, config: TrainConfig, metrics: dict, export: bool = True,
+           spec=None) -> None:
+    """metrics.json (this run), metrics_history.jsonl (every run), final.weights.h5, model.json
+    (``spec``, a design-space point, recorded in it) and the SavedModel in model_dir/export/N."""
     from keras_regnet.deployable import write_run_description
+    from keras_regnet.design.sampling import record
     from keras_regnet.export import export_saved_model
 
     with atomic_path(os.path.join(config.model_dir, "metrics.json")) as tmp, open(tmp, "w") as f:
@@ -482,15 +486,17 @@ def finish(model: keras.Model, config: TrainConfig, metrics: dict, export: bool 
     save_keras_weights(model, os.path.join(config.model_dir, "final.weights.h5"))
     class_names = config_class_names(config)
     # What `keras-regnet export --weights MODEL_DIR` needs to export these weights again.
-    write_run_description(config.model_dir, config.model, config.num_classes,
-                          config.eval_transform, class_names)
+    name = config.model if spec is None else config.run_name if config.design else "design"
+    write_run_description(config.model_dir, name, config.num_classes,
+                          config.eval_transform, class_names,
+                          design=record("design", spec) if spec is not None else None)
     if not export:
         return
     probabilities = keras.Model(model.input, keras.layers.Softmax(name="probabilities")(model.output))
     export_dir = os.path.join(config.model_dir, "export")
     version = 1 + max([int(v) for v in os.listdir(export_dir) if v.isdigit()], default=0) \
         if os.path.isdir(export_dir) else 1
-    export_saved_model(probabilities, export_dir, version, model_name=config.model.lower(),
+    export_saved_model(probabilities, export_dir, version, model_name=config.run_name.lower(),
                        class_names=class_names,
                        transform=config.eval_transform)
 
