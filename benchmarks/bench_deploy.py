@@ -7,7 +7,12 @@ plain TensorFlow with oneDNN off (its default on AVX2 CPUs) and on, onnxruntime,
 of --repeats calls after warm-up; prints the CPU and a table, no assertion. ``--write-docs``
 puts the table into docs/deploy.md.
 
+``--int8`` adds the int8 files (LiteRT full integer, ONNX Runtime QDQ, OpenVINO NNCF),
+calibrated on 32 demo images, and a second table: fp32 vs int8 per runtime, with the speed-up
+(``--write-docs`` then writes that table only).
+
     python benchmarks/bench_deploy.py --models RegNetX004 RegNetY032
+    python benchmarks/bench_deploy.py --models RegNetX004 RegNetY004 --int8 --write-docs
     python benchmarks/bench_deploy.py --worker litert --path m.tflite --model RegNetX004
 """
 
@@ -35,8 +40,11 @@ RUNTIMES = {  # name -> (column title, environment)
     "openvino": ("OpenVINO", {}),
     "timm": ("PyTorch eager (timm)", {}),
 }
+INT8_RUNTIMES = {"onnxruntime_int8": ("onnxruntime int8 (QDQ)", {}), "litert_int8": ("LiteRT int8", {}),
+                 "openvino_int8": ("OpenVINO int8 (NNCF)", {})}
 FILES = {"tf_onednn_off": "saved_model", "tf_onednn_on": "saved_model", "onnxruntime": "onnx",
-         "litert": "litert", "openvino": "openvino"}
+         "litert": "litert", "openvino": "openvino", "onnxruntime_int8": "onnx_int8",
+         "litert_int8": "litert_int8", "openvino_int8": "openvino_int8"}
 TIMM_NAMES = {"RegNetX002": "regnetx_002", "RegNetX004": "regnetx_004", "RegNetY004": "regnety_004",
               "RegNetY002": "regnety_002", "RegNetY032": "regnety_032"}
 
@@ -59,6 +67,7 @@ def _runner(runtime: str, path: str, model: str):
 
         serve = tf.saved_model.load(path).signatures["serving_default"]
         return lambda x: serve(images=tf.constant(x))["probabilities"].numpy()
+    runtime = runtime.removesuffix("_int8")  # the same runtime, an int8 file
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
@@ -70,14 +79,15 @@ def _runner(runtime: str, path: str, model: str):
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(model_path=path, num_threads=THREADS)
-        index, shape = interpreter.get_input_details()[0]["index"], [None]
+        given = interpreter.get_input_details()[0]
+        index, dtype, shape = given["index"], given["dtype"], [None]
 
         def run(x):
             if shape[0] != x.shape:
                 interpreter.resize_tensor_input(index, x.shape)
                 interpreter.allocate_tensors()
                 shape[0] = x.shape
-            interpreter.set_tensor(index, x)
+            interpreter.set_tensor(index, x.astype(dtype))  # an int8 file takes the uint8 pixels
             interpreter.invoke()
             return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
         return run
@@ -115,10 +125,11 @@ def worker(runtime: str, path: str, model: str, size: int, repeats: int) -> dict
     return result
 
 
-def export_all(model_name: str, directory: str, size: int) -> dict:
+def export_all(model_name: str, directory: str, size: int, int8: bool = False) -> dict:
     sys.path.insert(0, str(ROOT))
     import keras_regnet
     from keras_regnet import export, formats
+    from keras_regnet import int8 as int8_lib
     from keras_regnet.preprocessing import EvalTransform
 
     model = keras_regnet.RegNet(model_name, weights=None, input_shape=(None, None, 3))
@@ -128,6 +139,18 @@ def export_all(model_name: str, directory: str, size: int) -> dict:
     for fmt in ("onnx", "litert", "openvino"):
         paths[fmt] = formats.export_keras_format(
             folded, os.path.join(directory, f"{model_name}{formats.SUFFIXES[fmt]}"), fmt)
+    if int8:
+        import numpy as np
+
+        from keras_regnet.training.demo import digit_images
+
+        # Latency does not depend on what calibrated the file; digits are real images at hand.
+        calibration = digit_images(size)["validation"][0][:32].astype(np.float32)
+        stem = os.path.join(directory, f"{model_name}_int8")
+        paths["litert_int8"] = export.export_tflite(model, stem + ".tflite", "int8", image_size=size,
+                                                    calibration=calibration)
+        paths["onnx_int8"] = int8_lib.export_onnx_int8(model, stem + ".onnx", calibration)
+        paths["openvino_int8"] = int8_lib.export_openvino_int8(model, stem + ".xml", calibration)
     return paths
 
 
@@ -142,9 +165,29 @@ def table(results: dict, cpu: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(text: str) -> None:
+def int8_table(results: dict, cpu: str) -> str:
+    """fp32 vs int8 per runtime, with the speed-up, beside PyTorch eager (timm) fp32."""
+    lines = [f"Batch-1 / batch-32 latency in ms (median), 224x224, {THREADS} threads; {cpu}.", "",
+             "| model | runtime | fp32 | int8 | int8 speed-up |", "|---|---|---:|---:|---:|"]
+    for model, per in results.items():
+        for fp32 in ("litert", "onnxruntime", "openvino"):
+            q = per.get(f"{fp32}_int8")
+            if fp32 not in per or q is None:
+                continue
+            f = per[fp32]
+            lines.append(f"| {model} | {RUNTIMES[fp32][0]} | {f['b1_ms']:.1f} / {f['b32_ms']:.0f} | "
+                         f"{q['b1_ms']:.1f} / {q['b32_ms']:.0f} | {f['b1_ms'] / q['b1_ms']:.2f}x / "
+                         f"{f['b32_ms'] / q['b32_ms']:.2f}x |")
+        if "timm" in per:
+            t = per["timm"]
+            timm = f"{t['b1_ms']:.1f} / {t['b32_ms']:.0f}"
+            lines.append(f"| {model} | {RUNTIMES['timm'][0]} | {timm} | - | - |")
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(text: str, block: str = "latency") -> None:
     path = ROOT / "docs" / "deploy.md"
-    begin, end = "<!-- BEGIN GENERATED: latency -->", "<!-- END GENERATED: latency -->"
+    begin, end = f"<!-- BEGIN GENERATED: {block} -->", f"<!-- END GENERATED: {block} -->"
     doc = path.read_text(encoding="utf-8")
     head, rest = doc.split(begin)
     path.write_text(head + begin + "\n" + text + end + rest.split(end)[1], encoding="utf-8")
@@ -153,8 +196,9 @@ def write_docs(text: str) -> None:
 def main() -> None:
     parser = timing_parser(__doc__, models=["RegNetX004", "RegNetY032"], size=224, repeats=5)
     parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=list(RUNTIMES))
+    parser.add_argument("--int8", action="store_true", help="also the int8 files of each runtime")
     parser.add_argument("--write-docs", action="store_true")
-    parser.add_argument("--worker", choices=list(RUNTIMES), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=list(RUNTIMES) + list(INT8_RUNTIMES), help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -167,18 +211,25 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            paths = export_all(model, os.path.join(tmp, model), args.size)
+            paths = export_all(model, os.path.join(tmp, model), args.size, int8=args.int8)
             results[model] = {}
-            for runtime in args.runtimes:
+            runtimes = args.runtimes + [f"{r}_int8" for r in args.runtimes
+                                        if args.int8 and f"{r}_int8" in INT8_RUNTIMES]
+            for runtime in runtimes:
                 path = paths.get(FILES.get(runtime, ""), "")
                 results[model][runtime] = run_worker(
                     ["--worker", runtime, "--path", path, "--model", model, "--size", str(args.size),
-                     "--repeats", str(args.repeats)], env=RUNTIMES[runtime][1], script=__file__)
+                     "--repeats", str(args.repeats)], env={**RUNTIMES, **INT8_RUNTIMES}[runtime][1],
+                    script=__file__)
                 print(model, runtime, results[model][runtime], flush=True)
-    text = table(results, cpu_model())
+    cpu = cpu_model()
+    text = table({m: {r: v for r, v in per.items() if r in RUNTIMES} for m, per in results.items()}, cpu)
     print(text)
-    if args.write_docs:
-        write_docs(text)
+    if args.int8:
+        quantized = int8_table(results, cpu)
+        print(quantized)
+    if args.write_docs:  # an --int8 run writes its own table (its models may differ)
+        write_docs(quantized, "int8-latency") if args.int8 else write_docs(text)
 
 
 if __name__ == "__main__":

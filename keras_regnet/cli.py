@@ -123,8 +123,10 @@ def _export(args: argparse.Namespace) -> int:
     fmt = "litert" if args.format == "tflite" else args.format
     if args.top_k < 1:
         raise ValueError(f"--top_k must be a positive integer, got {args.top_k}.")
-    if args.quantize != "none" and fmt != "litert":
-        raise ValueError(f"--quantize {args.quantize} applies to --format litert only.")
+    if args.quantize == "dynamic" and fmt != "litert":
+        raise ValueError("--quantize dynamic applies to --format litert only.")
+    if args.quantize == "int8" and fmt == "saved_model":
+        raise ValueError("--quantize int8 applies to --format litert, onnx and openvino.")
     if (args.quantize == "int8") != (args.calibration is not None):
         raise ValueError("--quantize int8 needs --calibration DIR (images or TFRecords like those "
                          "the model will serve), and --calibration applies to --quantize int8 only.")
@@ -147,14 +149,19 @@ def _export(args: argparse.Namespace) -> int:
         return 0
     suffix = f"_{args.quantize}" if args.quantize != "none" else ""
     path = formats.artifact_path(args.output, f"{target.name}{suffix}", fmt)
-    if fmt == "litert":
-        calibration = None
-        if args.quantize == "int8":
-            from keras_regnet.calibration import calibration_images
+    calibration = None
+    if args.quantize == "int8":
+        from keras_regnet.calibration import calibration_images
 
-            calibration = calibration_images(args.calibration, transform, args.calibration_images)
+        calibration = calibration_images(args.calibration, transform, args.calibration_images)
+    if fmt == "litert":
         export.export_tflite(target.model, path, quantize=args.quantize, overwrite=args.overwrite,
                              image_size=transform.crop, calibration=calibration)
+    elif calibration is not None:
+        from keras_regnet import int8
+
+        quantized = int8.export_onnx_int8 if fmt == "onnx" else int8.export_openvino_int8
+        quantized(target.model, path, calibration, overwrite=args.overwrite)
     else:
         formats.export_keras_format(export.fold_for_inference(target.model), path, fmt,
                                     overwrite=args.overwrite)
@@ -261,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--version", type=int, default=1)
     exp.add_argument("--format", choices=FORMATS, default="saved_model")
     exp.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
-                     help="LiteRT only; int8: full integer, calibrated on --calibration")
+                     help="dynamic: LiteRT only; int8 (LiteRT: full integer; ONNX: static QDQ; "
+                          "OpenVINO: NNCF), calibrated on --calibration")
     exp.add_argument("--calibration", help="int8: a folder of images, or of the trainer's TFRecords, "
                      "like those the model will serve")
     exp.add_argument("--calibration-images", "--calibration_images", dest="calibration_images", type=int,

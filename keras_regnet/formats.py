@@ -14,14 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import warnings
 
 import numpy as np
 
-from keras_regnet.writers import exclusive_writer
+from keras_regnet.writers import staged_files
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +59,14 @@ def export_keras_format(model, path: str, fmt: str, overwrite: bool = False) -> 
     if not path.endswith(SUFFIXES[fmt]):
         raise ValueError(f"a {fmt} file's name ends with {SUFFIXES[fmt]}, got {path!r}.")
     _need(_EXPORT_MODULES[fmt], fmt)
-    companions = [path] + ([path[: -len(".xml")] + ".bin"] if fmt == "openvino" else [])
-
-    def refuse_existing() -> None:
-        existing = [p for p in companions if os.path.exists(p)]
-        if existing and not overwrite:
-            raise FileExistsError(f"{existing[0]} already exists; pass overwrite=True (--overwrite).")
-
-    refuse_existing()
+    companions = [path[: -len(".xml")] + ".bin"] if fmt == "openvino" else []
     _ensure_called(model)
-    directory = os.path.dirname(os.path.abspath(path))
-    with exclusive_writer(path):
-        refuse_existing()  # another writer may have finished meanwhile
-        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
-        try:
-            staged = os.path.join(staging, os.path.basename(path))
-            with quiet_converters():
-                model.export(staged, format=fmt, verbose=False)
-            for target in companions[1:] + companions[:1]:  # the .xml last: it names a whole model
-                os.replace(os.path.join(staging, os.path.basename(target)), target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    with staged_files(path, overwrite, companions) as staging:
+        staged = os.path.join(staging, os.path.basename(path))
+        with quiet_converters():
+            model.export(staged, format=fmt, verbose=False)
+        for target in companions + [path]:  # the .xml last: it names a whole model
+            os.replace(os.path.join(staging, os.path.basename(target)), target)
     return path
 
 

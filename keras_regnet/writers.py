@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from typing import Iterable, Iterator
 
 log = logging.getLogger(__name__)
@@ -132,3 +133,33 @@ def exclusive_writer(target: str, leftovers: Iterable[str] = ()) -> Iterator[str
                 path = os.path.join(parent, entry)
                 shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
         yield target
+
+
+@contextlib.contextmanager
+def staged_files(path: str, overwrite: bool = False, companions: Iterable[str] = ()) -> Iterator[str]:
+    """A staging folder beside ``path`` (``.NAME.XXXX.part``), held under
+    :func:`exclusive_writer`: write there, then ``os.replace`` each file to its target. An
+    existing ``path`` or companion (OpenVINO's ``.bin``) is refused unless ``overwrite``, before
+    and after the lock is taken; the staging folder goes in every case.
+
+    Example:
+        >>> with staged_files("/tmp/keras_regnet_doctest.onnx", overwrite=True) as staging:
+        ...     os.path.isdir(staging)
+        True
+    """
+    targets = [path, *companions]
+
+    def refuse_existing() -> None:
+        existing = [p for p in targets if os.path.exists(p)]
+        if existing and not overwrite:
+            raise FileExistsError(f"{existing[0]} already exists; pass overwrite=True (--overwrite).")
+
+    refuse_existing()
+    directory = os.path.dirname(os.path.abspath(path))
+    with exclusive_writer(path):
+        refuse_existing()  # another writer may have finished meanwhile
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -142,20 +142,26 @@ def server():
     httpd.server_close()
 
 
+def shallow(name: str):
+    """The variant's stages (widths, group widths, bottleneck, SE) at depth 1 each: the same
+    layer kinds in 4 blocks, for tests of what wraps a network (trainer, exporters) rather than
+    of the network itself. Tracing, converting and optimising cost about a third of RegNetX002's."""
+    import dataclasses
+
+    anynet = VARIANTS[name].spec.to_anynet()
+    return dataclasses.replace(anynet, depths=(1,) * len(anynet.depths))
+
+
 @pytest.fixture(scope="session")
 def tiny_design(tmp_path_factory) -> str:
-    """A ``--design`` file: RegNetX002's stage widths and group width at depth 1 per stage.
-    For trainer runs that test resuming, replicas or errors rather than a network: tracing and
-    optimising a train step costs about a third of RegNetX002's (its 13 blocks)."""
+    """A ``--design`` file holding ``shallow("RegNetX002")``, for trainer runs that test
+    resuming, replicas or errors."""
     import json
 
     from keras_regnet.design.sampling import record
-    from keras_regnet.design.spec import AnyNetSpec
 
-    spec = AnyNetSpec(depths=(1, 1, 1, 1), widths=(24, 56, 152, 368), bottleneck_ratios=(1, 1, 1, 1),
-                      group_widths=(8, 8, 8, 8))
     path = tmp_path_factory.mktemp("design") / "tiny.jsonl"
-    path.write_text(json.dumps(record("tiny", spec)) + "\n")
+    path.write_text(json.dumps(record("tiny", shallow("RegNetX002"))) + "\n")
     return str(path)
 
 

@@ -118,7 +118,8 @@ def fine_tuned_classifier(classes: int = 4) -> keras.Model:
     """A backbone with a custom head (a ReLU conv then a BN: not foldable), random BN
     statistics everywhere, and a sharp softmax: what a user fine-tunes and serves."""
     keras.utils.set_random_seed(1)
-    backbone = keras_regnet.RegNetY002(weights=None, include_top=False, input_shape=(None, None, 3))
+    backbone = keras_regnet.RegNet(conftest.shallow("RegNetY002"), weights=None, include_top=False,
+                                   input_shape=(None, None, 3))
     conftest.randomize_batch_norms(backbone)
     inputs = keras.Input((None, None, 3))
     x = keras.layers.Conv2D(32, 1, activation="relu", name="head_conv")(backbone(inputs))

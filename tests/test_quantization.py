@@ -89,9 +89,52 @@ def test_calibration_reads_images_and_tfrecords_through_the_eval_transform(tmp_p
         calibration.calibration_images(tmp_path / "empty", transform)
 
 
-def test_int8_needs_a_calibration_set_and_only_litert_takes_one(tmp_path, capsys):
+def test_int8_needs_a_calibration_set_and_a_format_that_takes_one(tmp_path, capsys):
     base = ["export", "--model", "RegNetX002", "--weights", "none", "--output", str(tmp_path)]
     assert cli.main([*base, "--format", "litert", "--quantize", "int8"]) == 2
     assert "--quantize int8 needs --calibration" in capsys.readouterr().err
-    assert cli.main([*base, "--format", "onnx", "--quantize", "int8", "--calibration", str(tmp_path)]) == 2
+    assert cli.main([*base, "--format", "saved_model", "--quantize", "int8", "--calibration",
+                     str(tmp_path)]) == 2
+    assert "applies to --format litert, onnx and openvino" in capsys.readouterr().err
+    assert cli.main([*base, "--format", "onnx", "--quantize", "dynamic"]) == 2
     assert "applies to --format litert only" in capsys.readouterr().err
+
+
+def _onnx_ops(path: str) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(path).graph.node}
+
+
+def _openvino_ops(path: str) -> set[str]:
+    import openvino as ov
+
+    return {op.get_type_name() for op in ov.Core().read_model(path).get_ops()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt, suffix, quantized_op", [("onnx", ".onnx", "QuantizeLinear"),
+                                                       ("openvino", ".xml", "FakeQuantize")])
+def test_int8_onnx_and_openvino_are_quantised_and_run_in_their_runtime(fmt, suffix, quantized_op, tmp_path):
+    """ONNX Runtime's static QDQ and NNCF's int8 of the family's layer kinds (the smallest Y
+    at depth 1 per stage: grouped convs, SE, residual adds), calibrated on the same images; a
+    second write of the file is refused, and nothing but the file is left beside it."""
+    from keras_regnet import int8
+
+    model = keras_regnet.RegNet(conftest.shallow("RegNetY002"), weights=None, input_shape=(None, None, 3))
+    conftest.randomize_batch_norms(model)
+    quantize = int8.export_onnx_int8 if fmt == "onnx" else int8.export_openvino_int8
+    path = quantize(model, str(tmp_path / f"m_int8{suffix}"), _photos(32, seed=1))
+    ops = _onnx_ops(path) if fmt == "onnx" else _openvino_ops(path)
+    assert quantized_op in ops, ops
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["m_int8.onnx"] if fmt == "onnx"
+                                                          else ["m_int8.bin", "m_int8.xml"])
+    with pytest.raises(FileExistsError, match="already exists"):
+        quantize(model, path, _photos(4, seed=1))
+    images = _photos(4, seed=2)
+    np.save(tmp_path / "x.npy", images)
+    served = np.array(conftest.run_client("runtime_client.py", path, tmp_path / "x.npy")[path][0])
+    assert served.shape == (4, 1000) and np.allclose(served.sum(-1), 1, atol=0.02)
+    assert np.ptp(served, axis=0).max() > 0  # the outputs depend on the image
+    with pytest.raises(ValueError, match="needs calibration images"):
+        quantize(model, str(tmp_path / f"other{suffix}"), np.zeros((0, SIZE, SIZE, 3), "float32"))

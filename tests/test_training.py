@@ -321,11 +321,15 @@ def test_the_export_scores_what_the_trainer_reported_on_non_square_images(tiny_d
                                     f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}",
                                     "--epochs", "1", "--steps_per_epoch", "4", "--batch_size", "64",
                                     "--image_size", "32", "--num_classes", "10", "--crop_area_min", "0.35",
-                                    "--noflip")
+                                    "--noflip", "--export_formats", "saved_model,onnx,litert_int8")
     assert result.returncode in (0, None), result.stderr[-3000:]
     metrics = json.load(open(tmp_path / "run" / "metrics.json"))
     correct, total = _served_top1(str(tmp_path / "run" / "export" / "1"), data_dir)
     assert total == 360 and 100 * correct / total == metrics["val_top1"]
+    # --export_formats: the ONNX file scores exactly the same; the int8 LiteRT file runs (its
+    # accuracy on a trained model: test_digits_accuracy_floor_that_every_earlier_trainer_met).
+    assert _artifact_top1(str(tmp_path / "run" / "export" / "tiny-1.onnx"), data_dir) == metrics["val_top1"]
+    assert 0 <= _artifact_top1(str(tmp_path / "run" / "export" / "tiny-1_int8.tflite"), data_dir) <= 100
 
 
 @pytest.mark.slow
@@ -715,7 +719,8 @@ def test_digits_accuracy_floor_that_every_earlier_trainer_met(demo_dir, tmp_path
     export of its directory from the CLI are checked too."""
     result = run_trainer(["--strategy", "mirrored", "--cpu_replicas", "2", f"--data_dir={demo_dir}",
                           f"--model_dir={tmp_path / 'run'}", "--num_classes", "10", "--model", "RegNetX002",
-                          "--image_size", "32", "--epochs", "15", "--batch_size", "64"], timeout=900)
+                          "--image_size", "32", "--epochs", "15", "--batch_size", "64",
+                          "--export_formats", "saved_model,litert_int8,onnx_int8,openvino_int8"], timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "with 2 replicas" in result.stderr
     metrics = json.load(open(tmp_path / "run" / "metrics.json"))
@@ -737,3 +742,28 @@ def test_digits_accuracy_floor_that_every_earlier_trainer_met(demo_dir, tmp_path
     assert _served_top1(str(tmp_path / "again" / "1"), demo_dir) == (correct, total)
     labels = (tmp_path / "again" / "1" / "assets" / "labels.txt").read_text().split()
     assert labels == [str(i) for i in range(10)]
+    # The int8 files the run wrote (calibrated on its training images), each run by its own
+    # runtime on the validation split. Measured on a 2-core AMD EPYC (AVX2; docs/deploy.md):
+    # 2 (LiteRT), 5 (ONNX Runtime) and 19 (OpenVINO/NNCF) of the 360 images below float32;
+    # the goal is within half a point (issue 20, open). These bounds guard what is reached,
+    # with room for other CPUs' int8 kernels (a broken calibration loses tens of points).
+    worst_drop = {".tflite": 2.0, ".onnx": 2.5, ".xml": 10.0}
+    for suffix, bound in worst_drop.items():
+        top1 = _artifact_top1(str(tmp_path / "run" / "export" / f"regnetx002_int8{suffix}"), demo_dir)
+        assert metrics["val_top1"] - top1 <= bound, (suffix, top1, metrics["val_top1"])
+
+
+def _artifact_top1(path: str, data_dir: str) -> float:
+    """Top-1 (%) of an exported file, run by its runtime, on the validation split through the
+    trainer's eval transform (image by image: the int8 LiteRT file takes a batch of one)."""
+    from keras_regnet.formats import run_artifact
+
+    config = TrainConfig(data_dir=data_dir, image_size=32, num_classes=10)
+    pipeline = config.pipeline(False, 1, label_offset=1)
+    images, labels = zip(*[(x.numpy()[0], int(y.numpy()[0])) for x, y in data_lib.make_dataset(
+        data_lib.split_files(data_dir, "validation"), pipeline)])
+    if not path.endswith(".tflite"):  # the others take any batch: one call
+        predicted = run_artifact(path, np.stack(images)).argmax(-1)
+    else:
+        predicted = [int(run_artifact(path, image[None]).argmax()) for image in images]
+    return 100 * float(np.mean(np.asarray(predicted) == np.asarray(labels)))

@@ -12,6 +12,7 @@ from keras_regnet.variants import get_variant
 RECIPES = ("pycls", "modern")
 STRATEGIES = ("mirrored", "multi_worker", "tpu", "one_device")
 PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
+EXPORT_FORMATS = ("saved_model", "onnx", "litert", "openvino", "onnx_int8", "litert_int8", "openvino_int8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,10 @@ class TrainConfig:
                                           "rule (pycls: 0.1 x batch_size / 128); lower it to fine-tune")
     weight_decay: float | None = _option(None, "unset: the recipe's (pycls: 5e-5 as L2 in the "
                                          "gradient; modern: AdamW's decoupled 0.05)")
+    export_formats: str = _option("saved_model", "what the end of the run writes, comma-separated: "
+                                  "saved_model (model_dir/export/N), onnx, litert, openvino (model_dir/"
+                                  "export/NAME.suffix) and their int8 forms litert_int8, onnx_int8, "
+                                  "openvino_int8, calibrated on training images")
     export: bool = _option(True, "write the SavedModel (model_dir/export/N) at the end; "
                            "--noexport: final weights and metrics only")
 
@@ -119,6 +124,14 @@ class TrainConfig:
         get_variant(self.model)  # an unknown name fails here, naming the closest ones
         if self.design:
             design_record(self.design)  # a missing file or a bad record fails here, saying which
+        unknown = [f for f in self.export_format_list if f not in EXPORT_FORMATS]
+        if unknown or not self.export_format_list:
+            raise ValueError(f"--export_formats takes a comma-separated list of {', '.join(EXPORT_FORMATS)}; "
+                             f"got {self.export_formats!r}.")
+        if self.tfds_name and any(f.endswith("_int8") for f in self.export_format_list):
+            raise ValueError("int8 --export_formats calibrate on the run's TFRecords (--data_dir); "
+                             "with --tfds_name, export int8 afterwards: keras-regnet export --quantize "
+                             "int8 --calibration DIR.")
         if self.model_dir is None:
             object.__setattr__(self, "model_dir", os.path.join("runs", self.run_name))
         if self.strategy not in STRATEGIES:
@@ -140,6 +153,10 @@ class TrainConfig:
         if not 0 <= self.freeze_stages <= 5:
             raise ValueError(f"--freeze_stages must be 0 (none) .. 5 (stem + 4 stages), got "
                              f"{self.freeze_stages}.")
+
+    @property
+    def export_format_list(self) -> list[str]:
+        return [f.strip() for f in self.export_formats.split(",") if f.strip()]
 
     @property
     def run_name(self) -> str:

@@ -494,11 +494,47 @@ def finish(model: keras.Model, config: TrainConfig, metrics: dict, export: bool 
         return
     probabilities = keras.Model(model.input, keras.layers.Softmax(name="probabilities")(model.output))
     export_dir = os.path.join(config.model_dir, "export")
-    version = 1 + max([int(v) for v in os.listdir(export_dir) if v.isdigit()], default=0) \
-        if os.path.isdir(export_dir) else 1
-    export_saved_model(probabilities, export_dir, version, model_name=config.run_name.lower(),
-                       class_names=class_names,
-                       transform=config.eval_transform)
+    formats = config.export_format_list
+    if "saved_model" in formats:
+        version = 1 + max([int(v) for v in os.listdir(export_dir) if v.isdigit()], default=0) \
+            if os.path.isdir(export_dir) else 1
+        export_saved_model(probabilities, export_dir, version, model_name=config.run_name.lower(),
+                           class_names=class_names, transform=config.eval_transform)
+    files = [f for f in formats if f != "saved_model"]
+    if files:
+        export_files(probabilities, config, export_dir, files)
+
+
+def export_files(model: keras.Model, config: TrainConfig, export_dir: str, formats: list[str]) -> list[str]:
+    """The run's ONNX / LiteRT / OpenVINO files (``export_dir/NAME[_int8].suffix``, replacing
+    an earlier run's); the int8 ones calibrated on this run's training images through the
+    eval transform, as they will be served."""
+    from keras_regnet import int8
+    from keras_regnet.calibration import calibration_images
+    from keras_regnet.export import export_tflite, fold_for_inference
+    from keras_regnet.export_choices import DEFAULT_CALIBRATION_IMAGES
+    from keras_regnet.formats import SUFFIXES, export_keras_format
+
+    calibration = None
+    if any(f.endswith("_int8") for f in formats):
+        calibration = calibration_images(config.data_dir, config.eval_transform, DEFAULT_CALIBRATION_IMAGES,
+                                         seed=config.seed)
+    written = []
+    for fmt in formats:
+        base = fmt.removesuffix("_int8")
+        path = os.path.join(export_dir, f"{config.run_name.lower()}{fmt[len(base):]}{SUFFIXES[base]}")
+        if fmt == "litert_int8":
+            export_tflite(model, path, "int8", overwrite=True, image_size=config.image_size,
+                          calibration=calibration)
+        elif fmt == "onnx_int8":
+            int8.export_onnx_int8(model, path, calibration, overwrite=True)
+        elif fmt == "openvino_int8":
+            int8.export_openvino_int8(model, path, calibration, overwrite=True)
+        else:
+            export_keras_format(fold_for_inference(model), path, base, overwrite=True)
+        log.info("wrote %s", path)
+        written.append(path)
+    return written
 
 
 def config_class_names(config: TrainConfig) -> list[str] | None:

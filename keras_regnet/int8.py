@@ -1,0 +1,125 @@
+"""Static int8 quantisation of the ONNX and OpenVINO exports, calibrated on representative
+images (LiteRT's full-integer file is :func:`keras_regnet.export.export_tflite`).
+
+Both start from the folded float32 file (:func:`keras_regnet.formats.export_keras_format`):
+
+- ONNX: ONNX Runtime's ``quantize_static``, QDQ format: per-channel int8 weights, uint8
+  activations whose ranges are measured on the calibration batch, QuantizeLinear /
+  DequantizeLinear pairs around each quantised op (every ONNX runtime reads them; ONNX Runtime
+  fuses them into its int8 kernels); the final softmax stays float.
+- OpenVINO: NNCF's post-training ``quantize`` (FakeQuantize nodes that OpenVINO's CPU plugin
+  runs as int8 kernels), with its default fast bias correction.
+
+Input and output stay float32 in both: RGB 0-255 in, probabilities out, as the float files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from keras_regnet.writers import staged_files
+
+# ONNX Runtime's u8s8 kernels on CPUs without VNNI (AVX2) multiply pairs of bytes into int16
+# (VPMADDUBSW), which saturates for 8-bit weights: 7-bit weights avoid it. CPUs with VNNI
+# (AVX512-VNNI, AVX-VNNI) do not saturate, but the file must run on both.
+REDUCE_RANGE = True
+
+
+def export_onnx_int8(model, path: str, calibration: np.ndarray, overwrite: bool = False) -> str:
+    """Writes ``model`` (folded first) as a QDQ int8 ``.onnx`` calibrated on ``calibration``
+    (a float32 ``[N, H, W, 3]`` batch of RGB 0-255 images as served; batch, height and width of
+    the file stay dynamic).
+
+    Example:
+        >>> from keras_regnet.calibration import calibration_images  # doctest: +SKIP
+        >>> batch = calibration_images("val_images/", EvalTransform())  # doctest: +SKIP
+        >>> export_onnx_int8(keras_regnet.RegNetX004(), "x004_int8.onnx", batch)  # doctest: +SKIP
+        'x004_int8.onnx'
+    """
+    from keras_regnet.formats import quiet_converters
+
+    batch = _checked(path, "onnx", calibration, "onnxruntime")
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Images(CalibrationDataReader):
+        """One image at a time, as ONNX Runtime's calibrator asks for them."""
+
+        def __init__(self, input_name: str):
+            self.items = iter([{input_name: image[None]} for image in batch])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with staged_files(path, overwrite) as staging:
+        float_path = _float_file(model, staging, "onnx")
+        import onnx
+
+        graph = onnx.load(float_path, load_external_data=False).graph
+        # A quantised softmax outputs multiples of 1/256: over 1000 classes most probabilities
+        # round to 0 and close calls tie. It stays float (on dequantised logits).
+        softmax = [node.name for node in graph.node if node.op_type == "Softmax"]
+        staged = os.path.join(staging, os.path.basename(path))
+        with quiet_converters():
+            quantize_static(float_path, staged, Images(graph.input[0].name), quant_format=QuantFormat.QDQ,
+                            per_channel=True, reduce_range=REDUCE_RANGE, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            nodes_to_exclude=softmax)
+        os.replace(staged, path)
+    return path
+
+
+def export_openvino_int8(model, path: str, calibration: np.ndarray, overwrite: bool = False) -> str:
+    """Writes ``model`` (folded first) as an int8 OpenVINO IR (``NAME.xml`` + ``NAME.bin``)
+    quantised by NNCF on ``calibration`` (float32 ``[N, H, W, 3]``, RGB 0-255 as served).
+
+    Example:
+        >>> export_openvino_int8(keras_regnet.RegNetX004(), "x004_int8.xml", batch)  # doctest: +SKIP
+        'x004_int8.xml'
+    """
+    from keras_regnet.formats import quiet_converters
+
+    batch = _checked(path, "openvino", calibration, "nncf")
+    import nncf
+    import openvino as ov
+
+    weights = path[: -len(".xml")] + ".bin"
+    with staged_files(path, overwrite, companions=[weights]) as staging:
+        float_path = _float_file(model, staging, "openvino")
+        staged = os.path.join(staging, os.path.basename(path))
+        with quiet_converters():
+            quantized = nncf.quantize(ov.Core().read_model(float_path),
+                                      nncf.Dataset([image[None] for image in batch]), subset_size=len(batch))
+            ov.save_model(quantized, staged)
+        os.replace(staged[: -len(".xml")] + ".bin", weights)
+        os.replace(staged, path)  # the .xml last: it names a whole model
+    return path
+
+
+def _checked(path: str, fmt: str, calibration: np.ndarray | None, quantizer: str) -> np.ndarray:
+    """The calibration batch as float32, once the file name, the batch and the quantiser's
+    package are known to be right (each mistake said in one line)."""
+    from keras_regnet.formats import SUFFIXES, _need
+
+    if not path.endswith(SUFFIXES[fmt]):
+        raise ValueError(f"a {fmt} file's name ends with {SUFFIXES[fmt]}, got {path!r}.")
+    if calibration is None or not len(calibration):
+        raise ValueError("int8 needs calibration images (--calibration DIR|TFRECORDS): the "
+                         "activations' ranges are measured on them.")
+    _need(quantizer, fmt)
+    return np.ascontiguousarray(calibration, dtype="float32")
+
+
+def _float_file(model, staging: str, fmt: str) -> str:
+    """The folded float32 file that the quantiser starts from, written into ``staging``."""
+    from keras_regnet.export import fold_for_inference
+    from keras_regnet.formats import SUFFIXES, export_keras_format
+
+    return export_keras_format(fold_for_inference(model), os.path.join(staging, "f32" + SUFFIXES[fmt]), fmt)
