@@ -76,16 +76,25 @@ def _runner(runtime: str, path: str, model: str):
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         return lambda x: session.run(None, {session.get_inputs()[0].name: x})[0]
     if runtime == "litert":
+        import numpy as np
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(model_path=path, num_threads=THREADS)
         given = interpreter.get_input_details()[0]
-        index, dtype, shape = given["index"], given["dtype"], [None]
+        index, dtype, shape, one_at_a_time = given["index"], given["dtype"], [None], [False]
 
         def run(x):
+            if one_at_a_time[0] and len(x) > 1:  # as that file's users must run a batch
+                return np.concatenate([run(image[None]) for image in x])
             if shape[0] != x.shape:
-                interpreter.resize_tensor_input(index, x.shape)
-                interpreter.allocate_tensors()
+                try:
+                    interpreter.resize_tensor_input(index, x.shape)
+                    interpreter.allocate_tensors()
+                except RuntimeError:  # a fixed-shape (int8) file XNNPACK cannot re-batch
+                    interpreter.resize_tensor_input(index, (1, *x.shape[1:]))
+                    interpreter.allocate_tensors()
+                    shape[0], one_at_a_time[0] = (1, *x.shape[1:]), True
+                    return run(x)
                 shape[0] = x.shape
             interpreter.set_tensor(index, x.astype(dtype))  # an int8 file takes the uint8 pixels
             interpreter.invoke()
