@@ -39,13 +39,12 @@ EXTRAS = {
         "onnxruntime",
         "ai-edge-litert",
         "openvino",
-        "nncf",  # OpenVINO int8 (--quantize int8 --format openvino)
     ],
     # Export formats (keras-regnet export --format ...): each exporter and the runtime that
     # checks the written file.
     "onnx": ["tf2onnx>=1.16", "onnx", "onnxruntime"],
     "litert": ["ai-edge-litert"],
-    "openvino": ["openvino", "nncf"],  # nncf: int8 quantisation of the IR
+    "openvino": ["openvino", "tf2onnx>=1.16", "onnx", "onnxruntime"],  # int8: via the QDQ ONNX file
     # KerasHub: RegNetBackbone / RegNetImageClassifier, presets, `keras-regnet preset`.
     "hub": ["keras-hub>=0.21"],
     # The trainer: TensorBoard logs (TF 2.21 no longer installs it), the embedded digits demo.

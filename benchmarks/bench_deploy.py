@@ -7,7 +7,7 @@ plain TensorFlow with oneDNN off (its default on AVX2 CPUs) and on, onnxruntime,
 of --repeats calls after warm-up; prints the CPU and a table, no assertion. ``--write-docs``
 puts the table into docs/deploy.md.
 
-``--int8`` adds the int8 files (LiteRT full integer, ONNX Runtime QDQ, OpenVINO NNCF),
+``--int8`` adds the int8 files (LiteRT full integer, ONNX Runtime QDQ, OpenVINO from the QDQ file),
 calibrated on 32 demo images, and a second table: fp32 vs int8 per runtime, with the speed-up
 (``--write-docs`` then writes that table only).
 
@@ -41,7 +41,7 @@ RUNTIMES = {  # name -> (column title, environment)
     "timm": ("PyTorch eager (timm)", {}),
 }
 INT8_RUNTIMES = {"onnxruntime_int8": ("onnxruntime int8 (QDQ)", {}), "litert_int8": ("LiteRT int8", {}),
-                 "openvino_int8": ("OpenVINO int8 (NNCF)", {})}
+                 "openvino_int8": ("OpenVINO int8 (from QDQ)", {})}
 FILES = {"tf_onednn_off": "saved_model", "tf_onednn_on": "saved_model", "onnxruntime": "onnx",
          "litert": "litert", "openvino": "openvino", "onnxruntime_int8": "onnx_int8",
          "litert_int8": "litert_int8", "openvino_int8": "openvino_int8"}

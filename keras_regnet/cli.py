@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--format", choices=FORMATS, default="saved_model")
     exp.add_argument("--quantize", choices=QUANTIZATIONS, default="none",
                      help="dynamic: LiteRT only; int8 (LiteRT: full integer; ONNX: static QDQ; "
-                          "OpenVINO: NNCF), calibrated on --calibration")
+                          "OpenVINO: that QDQ file converted), calibrated on --calibration")
     exp.add_argument("--calibration", help="int8: a folder of images, or of the trainer's TFRecords, "
                      "like those the model will serve")
     exp.add_argument("--calibration-images", "--calibration_images", dest="calibration_images", type=int,

@@ -7,8 +7,8 @@ Both start from the folded float32 file (:func:`keras_regnet.formats.export_kera
   activations whose ranges are measured on the calibration batch, QuantizeLinear /
   DequantizeLinear pairs around each quantised op (every ONNX runtime reads them; ONNX Runtime
   fuses them into its int8 kernels); the final softmax stays float.
-- OpenVINO: NNCF's post-training ``quantize`` (FakeQuantize nodes that OpenVINO's CPU plugin
-  runs as int8 kernels), with its default fast bias correction.
+- OpenVINO: that QDQ file converted by OpenVINO (FakeQuantize nodes that its CPU plugin runs
+  as int8 kernels).
 
 Input and output stay float32 in both: RGB 0-255 in, probabilities out, as the float files.
 """
@@ -77,27 +77,29 @@ def export_onnx_int8(model, path: str, calibration: np.ndarray, overwrite: bool 
 
 
 def export_openvino_int8(model, path: str, calibration: np.ndarray, overwrite: bool = False) -> str:
-    """Writes ``model`` (folded first) as an int8 OpenVINO IR (``NAME.xml`` + ``NAME.bin``)
-    quantised by NNCF on ``calibration`` (float32 ``[N, H, W, 3]``, RGB 0-255 as served).
+    """Writes ``model`` as an int8 OpenVINO IR (``NAME.xml`` + ``NAME.bin``): the QDQ file of
+    :func:`export_onnx_int8`, calibrated on ``calibration``, converted by OpenVINO (its
+    QuantizeLinear/DequantizeLinear pairs become FakeQuantize nodes, run as int8 kernels).
+
+    NNCF's own post-training quantisation of the float IR was tried first: on the trained
+    digits model it cost 5.3 top-1 points where this file costs 1.1, at the same speed.
 
     Example:
         >>> export_openvino_int8(keras_regnet.RegNetX004(), "x004_int8.xml", batch)  # doctest: +SKIP
         'x004_int8.xml'
     """
-    from keras_regnet.formats import quiet_converters
+    from keras_regnet.formats import _need, quiet_converters
 
-    batch = _checked(path, "openvino", calibration, "nncf")
-    import nncf
+    batch = _checked(path, "openvino", calibration, "onnxruntime")
+    _need("openvino", "openvino")
     import openvino as ov
 
     weights = path[: -len(".xml")] + ".bin"
     with staged_files(path, overwrite, companions=[weights]) as staging:
-        float_path = _float_file(model, staging, "openvino")
+        qdq = export_onnx_int8(model, os.path.join(staging, "int8.onnx"), batch)
         staged = os.path.join(staging, os.path.basename(path))
         with quiet_converters():
-            quantized = nncf.quantize(ov.Core().read_model(float_path),
-                                      nncf.Dataset([image[None] for image in batch]), subset_size=len(batch))
-            ov.save_model(quantized, staged)
+            ov.save_model(ov.convert_model(qdq), staged)
         os.replace(staged[: -len(".xml")] + ".bin", weights)
         os.replace(staged, path)  # the .xml last: it names a whole model
     return path

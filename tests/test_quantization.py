@@ -116,7 +116,7 @@ def _openvino_ops(path: str) -> set[str]:
 @pytest.mark.parametrize("fmt, suffix, quantized_op", [("onnx", ".onnx", "QuantizeLinear"),
                                                        ("openvino", ".xml", "FakeQuantize")])
 def test_int8_onnx_and_openvino_are_quantised_and_run_in_their_runtime(fmt, suffix, quantized_op, tmp_path):
-    """ONNX Runtime's static QDQ and NNCF's int8 of the family's layer kinds (the smallest Y
+    """ONNX Runtime's static QDQ and its OpenVINO conversion, of the family's layer kinds (the smallest Y
     at depth 1 per stage: grouped convs, SE, residual adds), calibrated on the same images; a
     second write of the file is refused, and nothing but the file is left beside it."""
     from keras_regnet import int8
