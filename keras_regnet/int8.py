@@ -1,9 +1,8 @@
 """Static int8 quantisation of the ONNX and OpenVINO exports, calibrated on representative
 images (LiteRT's full-integer file is :func:`keras_regnet.export.export_tflite`).
 
-Both start from the folded float32 file (:func:`keras_regnet.formats.export_keras_format`):
-
-- ONNX: ONNX Runtime's ``quantize_static``, QDQ format: per-channel int8 weights, uint8
+- ONNX: the folded float32 file (:func:`keras_regnet.formats.export_keras_format`) through
+  ONNX Runtime's ``quantize_static``, QDQ format: per-channel int8 weights, uint8
   activations whose ranges are measured on the calibration batch, QuantizeLinear /
   DequantizeLinear pairs around each quantised op (every ONNX runtime reads them; ONNX Runtime
   fuses them into its int8 kernels); the final softmax stays float.

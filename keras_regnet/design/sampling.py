@@ -92,6 +92,17 @@ def spec_from_record(rec: dict) -> AnyNetSpec | RegNetSpec:
                       se_ratio=rec.get("se_ratio", 0.0))
 
 
+def split_design_reference(reference: str) -> tuple[str, int]:
+    """``"FILE:N"`` -> ``("FILE", N)``; ``"FILE"`` -> ``("FILE", 1)`` (a path may hold colons).
+
+    Example:
+        >>> split_design_reference("runs/x.jsonl:3")
+        ('runs/x.jsonl', 3)
+    """
+    head, _, tail = reference.rpartition(":")
+    return (head, int(tail)) if head and tail.isdigit() else (reference, 1)
+
+
 def design_record(reference: str) -> dict:
     """The record ``FILE[:N]`` names: line N (from 1; default 1) of a JSON-lines file such as
     ``keras-regnet sweep sample`` writes. Raises ValueError saying what is wrong.
@@ -103,10 +114,7 @@ def design_record(reference: str) -> dict:
     import json
     import os
 
-    path, line = reference, 1
-    head, _, tail = reference.rpartition(":")
-    if head and tail.isdigit():
-        path, line = head, int(tail)
+    path, line = split_design_reference(reference)
     if not os.path.isfile(path):
         raise ValueError(f"--design {reference}: {path} is not a file (write one with "
                          f"`keras-regnet sweep sample --out FILE`).")

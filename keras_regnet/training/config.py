@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from keras_regnet.design.sampling import design_record, spec_from_record
+from keras_regnet.design.sampling import design_record, spec_from_record, split_design_reference
 from keras_regnet.preprocessing import EvalTransform
 from keras_regnet.variants import get_variant
 
@@ -163,8 +163,7 @@ class TrainConfig:
         """``--model``'s name, or for ``--design FILE[:N]`` the file's stem and N."""
         if not self.design:
             return self.model
-        head, _, tail = self.design.rpartition(":")
-        path, line = (head, tail) if head and tail.isdigit() else (self.design, "1")
+        path, line = split_design_reference(self.design)
         return f"{os.path.splitext(os.path.basename(path))[0]}-{line}"
 
     def design_spec(self):
