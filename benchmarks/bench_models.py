@@ -61,12 +61,14 @@ def _keras_policy() -> None:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
 
-def _keras_steps(model, batch: int, size: int):
+def _keras_steps(model, batch: int, size: int, jit_compile: bool = False):
+    """Keras's predict / train steps. TensorFlow runs its graph un-jitted (XLA is slower on a
+    CPU); JAX must jit (``jit_compile=False`` is op-by-op eager there)."""
     import numpy as np
 
     x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
     y = np.random.default_rng(1).integers(0, 1000, (batch,))
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=False)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
     return (lambda: model.predict_on_batch(x)), (lambda: model.train_on_batch(x, y))
 
 
@@ -181,12 +183,24 @@ def timm(name: str, batch: int, size: int):
 
 
 def keras_regnet_jax(name: str, batch: int, size: int):
-    """Our builder on the JAX backend (Keras's XLA grouped conv; jit-compiled steps)."""
+    """Our builder on the JAX backend (per-group convs and matmul 1x1 convs; jitted steps)."""
     import keras
 
     import keras_regnet as kr
 
     assert keras.backend.backend() == "jax"
+    _keras_policy()
+    return _keras_steps(getattr(kr, name)(weights=None, input_shape=(size, size, 3)), batch, size,
+                        jit_compile=True)
+
+
+def keras_regnet_torch(name: str, batch: int, size: int):
+    """Our builder on the PyTorch backend (eager: Keras's torch.compile path was slower)."""
+    import keras
+
+    import keras_regnet as kr
+
+    assert keras.backend.backend() == "torch"
     _keras_policy()
     return _keras_steps(getattr(kr, name)(weights=None, input_shape=(size, size, 3)), batch, size)
 
@@ -201,11 +215,12 @@ CONTENDERS = {
     "pycls": ("pycls, PyTorch eager, channels-last", {}),
     "timm": ("timm, PyTorch eager, channels-last", {}),
     "keras_regnet_jax": ("keras_regnet (JAX, CPU)", {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
+    "keras_regnet_torch": ("keras_regnet (PyTorch)", {"KERAS_BACKEND": "torch"}),
 }
 
 
 # Keras's XLA grouped conv on a CPU: minutes per RegNetY032 train step.
-XLA_CONTENDERS = {"tf_keras_stock", "kimm", "keras_regnet_jax"}
+XLA_CONTENDERS = {"tf_keras_stock", "kimm"}
 
 
 def matmul_gflops() -> float:
@@ -275,7 +290,7 @@ def main() -> None:
                            repeats=5, rounds=2)
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=list(CONTENDERS))
     parser.add_argument("--xla-models", nargs="*", default=["RegNetX004"],
-                        help="the models the XLA-grouped-conv contenders (stock tf-keras, kimm, JAX) run: "
+                        help="the models the XLA-grouped-conv contenders (stock tf-keras, kimm) run: "
                              "a RegNetY032 train step takes minutes there")
     parser.add_argument("--write-docs", action="store_true", help="rewrite the table in docs/performance.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

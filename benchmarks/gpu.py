@@ -1,4 +1,4 @@
-"""GPU throughput: keras_regnet on the TensorFlow and JAX backends against timm, same card.
+"""GPU throughput: keras_regnet on the TensorFlow, JAX and PyTorch backends against timm, same card.
 
 Ready for the day a GPU is at hand; no GPU figure has been measured yet (docs/performance.md).
 Each (contender, precision) runs in its own interpreter through benchmarks/bench_models.py's
@@ -20,7 +20,8 @@ import bench_models  # noqa: E402
 from timing_args import timing_parser  # noqa: E402
 
 # JAX on the GPU: the CPU contender's JAX_PLATFORMS=cpu is dropped.
-GPU_CONTENDERS = {"keras_regnet": {}, "keras_regnet_jax": {"KERAS_BACKEND": "jax"}, "timm": {}}
+GPU_CONTENDERS = {"keras_regnet": {}, "keras_regnet_jax": {"KERAS_BACKEND": "jax"},
+                  "keras_regnet_torch": {"KERAS_BACKEND": "torch"}, "timm": {}}
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_regnet import conv_ops
 from keras_regnet.design.spec import Block
 
 BN_EPSILON = 1e-5  # PyTorch's default, which the reference weights were trained with.
@@ -69,6 +70,9 @@ class GroupedConv2D(keras.layers.Conv2D):
         return self.activation(outputs) if self.activation is not None else outputs
 
     def convolution_op(self, inputs, kernel):
+        outputs = _jax_or_torch_convolution(self, inputs, kernel)
+        if outputs is not None:
+            return outputs
         if keras.backend.backend() != "tensorflow" or self.groups == 1:
             return super().convolution_op(inputs, kernel)
         import tensorflow as tf
@@ -122,6 +126,10 @@ class PointwiseConv2D(keras.layers.Conv2D):
             outputs = outputs + self.bias
         return self.activation(outputs) if self.activation is not None else outputs
 
+    def convolution_op(self, inputs, kernel):
+        outputs = _jax_or_torch_convolution(self, inputs, kernel)
+        return super().convolution_op(inputs, kernel) if outputs is None else outputs
+
     def _is_matmul_shaped(self) -> bool:
         return (self.kernel_size == (1, 1) and self.strides == (1, 1) and self.groups == 1
                 and self.dilation_rate == (1, 1) and self.data_format == "channels_last")
@@ -143,6 +151,22 @@ def _pointwise_conv_with_matmul_gradients(x, kernel):
         return tf.nn.conv2d(x, kernel, strides=1, padding="VALID"), gradients
 
     return conv(x, tf.convert_to_tensor(kernel))
+
+
+def _jax_or_torch_convolution(layer: keras.layers.Conv2D, inputs, kernel):
+    """The layer's convolution in :mod:`keras_regnet.conv_ops` on JAX and PyTorch, where
+    Keras's own is slow (XLA's CPU grouped convs and conv gradients, PyTorch's layout copies);
+    None elsewhere (TensorFlow, or a configuration those functions do not cover)."""
+    backend = keras.backend.backend()
+    if backend == "jax" and layer.groups > 1:
+        return conv_ops.grouped_conv(inputs, kernel, layer.groups, layer.strides, layer.padding,
+                                     layer.dilation_rate, layer.data_format)
+    if backend == "jax" and layer.kernel_size == (1, 1) and layer.dilation_rate == (1, 1):
+        return conv_ops.pointwise_conv(inputs, kernel, layer.strides, layer.data_format)
+    if backend == "torch":
+        return conv_ops.torch_conv(inputs, kernel, layer.groups, layer.strides, layer.padding,
+                                   layer.dilation_rate, layer.data_format)
+    return None
 
 
 @functools.lru_cache(maxsize=1)
@@ -171,7 +195,7 @@ def _conv(filters: int, kernel_size: int, name: str, strides: int = 1, groups: i
     padding = "valid" if strides > 1 or kernel_size == 1 else "same"
     if groups > 1:
         cls = GroupedConv2D
-    elif kernel_size == 1 and strides == 1:
+    elif kernel_size == 1:
         cls = PointwiseConv2D
     else:
         cls = keras.layers.Conv2D

@@ -21,8 +21,9 @@ TINY = ["--batch", "2", "--size", "32", "--repeats", "1"]
 
 # script -> (arguments, a line its output must hold)
 SMOKE = {
-    "benchmarks/bench_models.py": ([*TINY, "--models", "RegNetX002", "--contenders", "keras_regnet", "timm",
-                                    "--warmup", "0", "--rounds", "1", "--xla-models"],
+    "benchmarks/bench_models.py": ([*TINY, "--models", "RegNetX002", "--contenders", "keras_regnet",
+                                    "keras_regnet_torch", "timm", "--warmup", "0", "--rounds", "1",
+                                    "--xla-models"],
                                    r"\| RegNetX002 \| .*timm"),
     # The TF SavedModel workers are left out here (served by plain TensorFlow in test_export.py).
     "benchmarks/bench_deploy.py": (["--models", "RegNetX002", "--size", "32", "--repeats", "1", "--int8",
