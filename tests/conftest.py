@@ -8,10 +8,18 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite's fresh JAX processes share XLA's compiled programs through JAX's on-disk cache:
+# building a model on JAX compiles ~90 random-initialiser kernels (20 s of a RegNetY002 build),
+# the same in every process. Compile time only; what runs is the same.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "keras_regnet-tests-jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402
 
