@@ -51,8 +51,11 @@ def RegNet(
             torchvision checkpoints are converted on the fly), or what
             ``keras_regnet.weight_choice.resolve_weights`` returned for it.
         input_tensor: optional Keras tensor to use as the model's input.
-        input_shape: ``(height, width, 3)``; defaults to 224x224 with the top and to
-            ``(None, None, 3)`` without. Sizes must be at least 32.
+        input_shape: ``(height, width, channels)``, or ``(channels, height, width)`` when
+            ``keras.config.image_data_format()`` is ``"channels_first"``; defaults to 224x224
+            RGB with the top and to any size without. Sizes must be at least 32. Pretrained
+            weights take any channel count: the stem's RGB filters are summed for one channel,
+            repeated and scaled by 3 / N for N (``keras_regnet.weights.adapt_stem_kernel``).
         pooling: without the top, ``None`` (4D features), ``"avg"`` or ``"max"``.
         classes: number of classes of the top (1000 with pretrained weights and the top).
         classifier_activation: activation of the top (``None`` returns logits).
@@ -71,10 +74,16 @@ def RegNet(
     shape = architecture.resolve_input_shape(input_shape, input_tensor, include_top)
     # Every argument is checked before anything is built or downloaded.
     resolved = resolve_weights(weights, variant)
-    weight_loading.check_weights_argument(resolved, include_top, classes, shape[-1])
+    weight_loading.check_weights_argument(resolved, include_top, classes)
     model = architecture.build(spec, include_top, include_preprocessing, input_tensor, shape,
                                pooling, classes, classifier_activation, name)
-    weight_loading.load_weights(model, resolved)
+    if resolved.pretrained and architecture.input_channels(shape) != 3:
+        rgb_shape = (3, *shape[1:]) if architecture.channels_first() else (*shape[:2], 3)
+        rgb_model = architecture.build(spec, include_top, include_preprocessing, None, rgb_shape,
+                                       pooling, classes, classifier_activation)
+        weight_loading.load_weights_adapting_stem(model, resolved, rgb_model)
+    else:
+        weight_loading.load_weights(model, resolved)
     return model
 
 

@@ -296,7 +296,8 @@ class ImageNormalization(keras.layers.Normalization):
 
 
 def _bn(name: str, dtype=None) -> keras.layers.Layer:
-    return FusedBatchNorm(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=dtype, name=name)
+    axis = 1 if keras.config.image_data_format() == "channels_first" else -1
+    return FusedBatchNorm(axis=axis, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=dtype, name=name)
 
 
 def _symmetric_pad(x, name: str, dtype=None):

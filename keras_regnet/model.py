@@ -33,19 +33,30 @@ def resolve_spec(spec: str | RegNetSpec | AnyNetSpec) -> tuple[AnyNetSpec, str |
     )
 
 
+def channels_first() -> bool:
+    """Whether models are built channels-first (``keras.config.image_data_format()``)."""
+    return keras.config.image_data_format() == "channels_first"
+
+
 def resolve_input_shape(input_shape, input_tensor, include_top: bool) -> tuple:
-    """The checked ``(height, width, channels)``: 224x224 with the top, any size without."""
+    """The checked input shape in ``keras.config.image_data_format()``'s layout,
+    ``(height, width, channels)`` or ``(channels, height, width)``: 224x224 RGB with the top,
+    any size without."""
+    first = channels_first()
     if input_shape is None and input_tensor is not None:
         input_shape = tuple(input_tensor.shape[1:])
     if input_shape is None:
-        input_shape = (224, 224, 3) if include_top else (None, None, 3)
+        size = (224, 224) if include_top else (None, None)
+        input_shape = (3, *size) if first else (*size, 3)
     input_shape = tuple(input_shape)
+    layout = "(channels, height, width)" if first else "(height, width, channels)"
     if len(input_shape) != 3:
         raise ValueError(
-            f"input_shape must be (height, width, channels), got {input_shape}. "
-            f"Use (None, None, 3) for any image size."
+            f"input_shape must be {layout} (keras.config.image_data_format() is "
+            f"{keras.config.image_data_format()!r}), got {input_shape}. Use "
+            f"{(3, None, None) if first else (None, None, 3)} for any image size."
         )
-    h, w, c = input_shape
+    c, h, w = input_shape if first else (input_shape[2], *input_shape[:2])
     for label, size in (("height", h), ("width", w)):
         if size is not None and size < MIN_SIZE:
             raise ValueError(
@@ -57,16 +68,37 @@ def resolve_input_shape(input_shape, input_tensor, include_top: bool) -> tuple:
     return input_shape
 
 
-def _check_head(include_preprocessing: bool, pooling, classes: int, channels: int) -> None:
+def input_channels(shape: tuple) -> int:
+    """The channel count of an input shape from :func:`resolve_input_shape`."""
+    return shape[0] if channels_first() else shape[-1]
+
+
+def _check_head(pooling, classes: int) -> None:
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of None, 'avg', 'max'; got {pooling!r}.")
     if not isinstance(classes, int) or classes < 1:
         raise ValueError(f"classes must be a positive integer, got {classes!r}.")
-    if include_preprocessing and channels != 3:
-        raise ValueError(
-            f"include_preprocessing=True normalises RGB images, but the input has {channels} "
-            f"channels. Pass include_preprocessing=False and normalise the input yourself."
-        )
+
+
+def normalization_statistics(channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, variance) of pixels in [0, 255] that ``include_preprocessing`` uses.
+
+    RGB: ImageNet's. One channel (grey): the average of the three, the statistics of a grey
+    image whose channels are equal. Any other count: channel i takes RGB channel i mod 3's,
+    as the stem's adapted filters repeat the RGB ones
+    (:func:`keras_regnet.weights.adapt_stem_kernel`).
+
+    Example:
+        >>> [round(m, 2) for m in normalization_statistics(1)[0]]
+        [114.5]
+    """
+    means = [255.0 * m for m in IMAGENET_MEAN]
+    stds = [255.0 * s for s in IMAGENET_STD]
+    if channels == 1:
+        means, stds = [sum(means) / 3], [sum(stds) / 3]
+    else:
+        means, stds = [means[i % 3] for i in range(channels)], [stds[i % 3] for i in range(channels)]
+    return means, [s * s for s in stds]
 
 
 def features(x, anynet: AnyNetSpec, dtype=None) -> tuple[Any, dict[str, Any]]:
@@ -95,7 +127,7 @@ def build(spec: str | RegNetSpec | AnyNetSpec, include_top: bool = True,
     """
     anynet, variant = resolve_spec(spec)
     shape = resolve_input_shape(input_shape, input_tensor, include_top)
-    _check_head(include_preprocessing, pooling, classes, shape[-1])
+    _check_head(pooling, classes)
 
     if input_tensor is None:
         inputs = keras.Input(shape=shape, name="image")
@@ -105,11 +137,9 @@ def build(spec: str | RegNetSpec | AnyNetSpec, include_top: bool = True,
         inputs = keras.Input(tensor=input_tensor, shape=shape, name="image")
     x = inputs
     if include_preprocessing:
-        x = regnet_layers.ImageNormalization(
-            mean=[255.0 * m for m in IMAGENET_MEAN],
-            variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
-            name="preprocessing",
-        )(x)
+        mean, variance = normalization_statistics(input_channels(shape))
+        x = regnet_layers.ImageNormalization(mean=mean, variance=variance, axis=1 if channels_first() else -1,
+                                             name="preprocessing")(x)
 
     x, pyramid = features(x, anynet)
     if include_top:
@@ -163,6 +193,7 @@ def feature_pyramid(model: keras.Model) -> keras.Model:
     names = pyramid_layer_names(model)
     outputs = {level: model.get_layer(layer).output for level, layer in names.items()}
     pyramid = keras.Model(model.inputs, outputs, name=f"{model.name}_pyramid")
-    pyramid.channels = {level: int(t.shape[-1]) for level, t in outputs.items()}
+    axis = 1 if channels_first() else -1
+    pyramid.channels = {level: int(t.shape[axis]) for level, t in outputs.items()}
     pyramid.strides = {level: 2 ** int(level[1:]) for level in outputs}
     return pyramid

@@ -29,8 +29,7 @@ from keras_regnet.weight_table import DEFAULT_TAG, WeightSet, get_weight_set
 log = logging.getLogger(__name__)
 
 
-def check_weights_argument(weights: ResolvedWeights, include_top: bool, classes: int,
-                           channels: int) -> None:
+def check_weights_argument(weights: ResolvedWeights, include_top: bool, classes: int) -> None:
     """What ``weights`` cannot do with these builder arguments, raised before anything is
     built or downloaded (what it names was checked when it was resolved)."""
     if weights.kind == "tag" and include_top and classes != 1000:
@@ -38,10 +37,6 @@ def check_weights_argument(weights: ResolvedWeights, include_top: bool, classes:
             f"weights={weights.tag!r} with include_top=True has 1000 classes, got classes={classes}. "
             f"For another class count use include_top=False and add your own head, or "
             f"weights=None.")
-    if weights.pretrained and channels != 3:
-        raise ValueError(
-            f"Pretrained weights need 3 input channels (RGB), got input_shape with {channels}. "
-            f"Use weights=None to train a model with {channels} channels.")
 
 
 def load_weights(model, weights: ResolvedWeights) -> None:
@@ -71,6 +66,43 @@ def load_weights(model, weights: ResolvedWeights) -> None:
         load_keras_weights(model, weights.path)
     elif weights.kind == "checkpoint":
         conversion.load_state_dict_file(model, weights.path)
+
+
+def adapt_stem_kernel(kernel, channels: int):
+    """The RGB stem kernel ``[kh, kw, 3, out]`` for ``channels`` input channels: one channel
+    gets the three filters summed (a grey image then gives what its RGB copy gave); N
+    channels get them repeated over the N inputs and scaled by 3 / N, keeping the stem's
+    output scale.
+
+    Example:
+        >>> import numpy as np
+        >>> adapt_stem_kernel(np.ones((3, 3, 3, 8)), 1)[0, 0, :, 0]
+        array([3.])
+        >>> adapt_stem_kernel(np.ones((3, 3, 3, 8)), 4)[0, 0, :, 0]
+        array([0.75, 0.75, 0.75, 0.75])
+    """
+    import numpy as np
+
+    kernel = np.asarray(kernel)
+    if channels == 1:
+        return kernel.sum(axis=2, keepdims=True)
+    repeats = -(-channels // 3)
+    return np.tile(kernel, (1, 1, repeats, 1))[:, :, :channels] * (3.0 / channels)
+
+
+def load_weights_adapting_stem(model, weights: ResolvedWeights, rgb_model) -> None:
+    """Pretrained RGB weights into ``model``, whose input has another channel count:
+    ``rgb_model`` (the same network with 3 input channels) loads them, ``model`` takes every
+    layer's weights from it, the stem's adapted by :func:`adapt_stem_kernel`."""
+    load_weights(rgb_model, weights)
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        values = rgb_model.get_layer(layer.name).get_weights()
+        if layer.name == "stem_conv":
+            channels = layer.kernel.shape[2]
+            values = [adapt_stem_kernel(values[0], channels), *values[1:]]
+        layer.set_weights(values)
 
 
 def converted_path(model: str, tag: str) -> str:

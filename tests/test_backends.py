@@ -71,3 +71,13 @@ def test_data_parallel_jax_train_step_gathers_no_activations(formulation):
         assert len(result["all_gathers"]) >= 4  # one per stage's grouped conv at least
     else:
         assert result["all_gathers"] == []
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_channels_first_predicts_what_channels_last_does(backend):
+    """keras.config.image_data_format() = "channels_first" builds the same network in NCHW
+    (SE, grouped convs, batch norms on axis 1): with the same weights, the same logits."""
+    name = smallest_per_family()[1]  # the Y model: every layer kind
+    result = _client_json("channels_first.py", name, env={"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"})
+    assert result["scale"] > 0.05  # logits, not near-uniform probabilities
+    assert result["max_difference"] <= 1e-5 * max(1.0, result["scale"])

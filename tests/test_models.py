@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import keras_regnet
-from conftest import reference_rows, smallest_per_family, variant_params
+from conftest import randomize_batch_norms, reference_rows, smallest_per_family, variant_params
 from keras_regnet.variants import VARIANTS
 
 REFERENCE = reference_rows()
@@ -177,9 +177,6 @@ def test_weights_file_round_trip(tmp_path):
     [
         (dict(weights=None, input_shape=(31, 64, 3), include_top=False), ValueError, "at least 32"),
         (dict(weights=None, input_shape=(64, 64)), ValueError, r"\(height, width, channels\)"),
-        (dict(weights="imagenet", input_shape=(64, 64, 1), include_top=False), ValueError,
-         "need 3 input channels"),
-        (dict(weights=None, input_shape=(64, 64, 1)), ValueError, "include_preprocessing=False"),
         (dict(weights=None, include_top=False, pooling="mean"), ValueError, "pooling must be one of"),
         (dict(weights="imagenet", classes=10), ValueError, "classes=10"),
         (dict(weights=None, classes=0), ValueError, "classes must be a positive integer"),
@@ -193,10 +190,35 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, message):
         keras_regnet.RegNetX002(**kwargs)
 
 
-def test_single_channel_input_without_weights():
-    model = keras_regnet.RegNetX002(weights=None, include_preprocessing=False,
-                                    input_shape=(32, 32, 1), classes=10)
-    assert model(np.zeros((1, 32, 32, 1), "float32")).shape == (1, 10)
+@pytest.mark.parametrize("channels", [1, 4])
+def test_any_channel_count_without_weights(channels):
+    model = keras_regnet.RegNetX002(weights=None, input_shape=(32, 32, channels), classes=10)
+    assert model(np.zeros((1, 32, 32, channels), "float32")).shape == (1, 10)
+    mean = model.get_layer("preprocessing").input_mean
+    assert np.asarray(mean).size == channels
+
+
+def test_pretrained_weights_adapt_the_stem_to_one_and_four_channels(tmp_path):
+    """A grey image through the 1-channel model (RGB filters summed) gives what its RGB copy
+    gives through the RGB model; 4 channels get the RGB filters repeated, scaled by 3/4."""
+    from keras_regnet.weights import adapt_stem_kernel
+
+    rgb = keras_regnet.RegNetX002(weights=None, include_preprocessing=False, input_shape=(32, 32, 3))
+    randomize_batch_norms(rgb)
+    path = str(tmp_path / "rgb.weights.h5")
+    rgb.save_weights(path)
+    grey = keras_regnet.RegNetX002(weights=path, include_preprocessing=False, input_shape=(32, 32, 1))
+    image = np.random.default_rng(0).normal(size=(2, 32, 32, 1)).astype("float32")
+    expected = np.asarray(rgb(np.repeat(image, 3, axis=-1)))
+    np.testing.assert_allclose(grey(image), expected, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(expected))))
+    four = keras_regnet.RegNetX002(weights=path, include_top=False, input_shape=(None, None, 4))
+    stem = np.asarray(rgb.get_layer("stem_conv").kernel)
+    four_stem = np.asarray(four.get_layer("stem_conv").kernel)
+    np.testing.assert_array_equal(four_stem[:, :, 3], stem[:, :, 0] * 0.75)
+    np.testing.assert_array_equal(adapt_stem_kernel(stem, 1)[:, :, 0], stem.sum(axis=2))
+    for layer in ("s4_b1_conv2", "s4_b1_conv2_bn"):  # everything else as loaded
+        for ours, theirs in zip(four.get_layer(layer).get_weights(), rgb.get_layer(layer).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
 
 
 def test_generic_builder_takes_specs_and_refuses_imagenet_for_them():

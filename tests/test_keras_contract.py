@@ -1,0 +1,55 @@
+"""Keras's own applications test suite, run on our builders on every backend.
+
+The test file is the installed Keras's ``keras/src/applications/applications_test.py``, read
+at test time (not copied) with its model list replaced by ours. Each backend runs it in a
+fresh process. ``test_application_base`` is deselected: it downloads ImageNet weights and a
+test image from the internet, which this suite never does (our pretrained weights are tested
+against the reference libraries in test_conversion.py).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from conftest import smallest_per_family
+from keras_regnet.variants import get_spec
+
+pytestmark = pytest.mark.slow
+
+KERAS_TEST = pathlib.Path(keras.__file__).parent / "src" / "applications" / "applications_test.py"
+MODEL_LIST = re.compile(r"^MODEL_LIST = \[\n.*?^\]\n", re.M | re.S)
+
+
+def keras_suite_on_our_builders() -> str:
+    """The installed Keras's applications test, its MODEL_LIST (builder, last feature width,
+    module with preprocess_input / decode_predictions) replaced by ours."""
+    source = KERAS_TEST.read_text()
+    ours = "".join(f"    (keras_regnet.{name}, {get_spec(name).widths[-1]}, keras_regnet),\n"
+                   for name in smallest_per_family())
+    replaced, count = MODEL_LIST.subn(lambda _: f"import keras_regnet\n\nMODEL_LIST = [\n{ours}]\n", source)
+    assert count == 1, f"{KERAS_TEST} no longer has the MODEL_LIST this test replaces"
+    return replaced
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_keras_applications_suite_passes_on_our_builders(backend, tmp_path):
+    path = tmp_path / "test_regnet_applications.py"
+    path.write_text(keras_suite_on_our_builders())
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
+    env.pop("SKIP_APPLICATIONS_TESTS", None)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                          str(path), "-k", "not test_application_base", "--rootdir", str(tmp_path),
+                          "-W", "ignore::pytest.PytestUnknownMarkWarning"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
+    # 5 tests x 2 data formats x our models, none skipped (a skip would hide a failure).
+    expected = 5 * 2 * len(smallest_per_family())
+    assert re.search(rf"\b{expected} passed\b", summary) and "skipped" not in summary, summary
