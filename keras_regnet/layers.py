@@ -32,9 +32,10 @@ class GroupedConv2D(keras.layers.Conv2D):
     ``tf.function(jit_compile=True)``: on a CPU that is many times slower than TensorFlow's
     native grouped ``Conv2D`` kernel, and it leaves XLA functions inside exported SavedModels.
     ``tf.nn.conv2d`` accepts grouped kernels directly (input channels = groups x kernel
-    input channels), with gradients, so this layer calls it. Other backends use
-    ``keras.ops.conv``, which handles groups natively. The weights have the standard Conv2D
-    layout ``[kh, kw, in / groups, out]``.
+    input channels), with gradients, so this layer calls it. On JAX it runs one convolution
+    per group and on PyTorch one native grouped convolution without Keras's layout copies
+    (:mod:`keras_regnet.conv_ops` says why). The weights have the standard Conv2D layout
+    ``[kh, kw, in / groups, out]``.
 
     On a CPU, TensorFlow has grouped-convolution GRADIENTS only in its oneDNN kernels;
     ``import keras_regnet`` turns them on (``TF_ENABLE_ONEDNN_OPTS=1``) unless TensorFlow was
@@ -101,7 +102,7 @@ class GroupedConv2D(keras.layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="keras_regnet")
 class PointwiseConv2D(keras.layers.Conv2D):
-    """1x1 stride-1 Conv2D that trains faster on TensorFlow: its gradients are matmuls.
+    """1x1 Conv2D that trains faster on TensorFlow (stride 1: its gradients are matmuls).
 
     A 1x1 convolution is a matrix product over the pixels, ``[N*H*W, in] @ [in, out]``, and
     so are its two gradients. TensorFlow's CPU convolution-gradient kernels run them well
@@ -110,7 +111,8 @@ class PointwiseConv2D(keras.layers.Conv2D):
     the forward convolution and computes the gradients with ``tf.matmul`` (RegNetX004 and
     RegNetY032 train steps ~6-8% faster). Inference runs the plain convolution, which
     TensorFlow fuses with the bias, batch norm and activation that follow. Same weights and
-    outputs as ``keras.layers.Conv2D``; other backends and configurations are unchanged.
+    outputs as ``keras.layers.Conv2D``. On JAX every 1x1 conv (strided too) is a matmul, on
+    PyTorch a convolution without layout copies (:mod:`keras_regnet.conv_ops`).
 
     Example:
         >>> layer = PointwiseConv2D(8, 1, use_bias=False)
