@@ -72,11 +72,20 @@ def _keras_steps(model, batch: int, size: int, jit_compile: bool = False):
     return (lambda: model.predict_on_batch(x)), (lambda: model.train_on_batch(x, y))
 
 
-def keras_regnet(name: str, batch: int, size: int):
+def _keras_regnet_on(backend: str, name: str, batch: int, size: int, jit_compile: bool = False):
+    """Our builder's steps; the worker's KERAS_BACKEND must be ``backend``."""
+    import keras
+
     import keras_regnet as kr
 
+    assert keras.backend.backend() == backend
     _keras_policy()
-    return _keras_steps(getattr(kr, name)(weights=None, input_shape=(size, size, 3)), batch, size)
+    return _keras_steps(getattr(kr, name)(weights=None, input_shape=(size, size, 3)), batch, size,
+                        jit_compile=jit_compile)
+
+
+def keras_regnet(name: str, batch: int, size: int):
+    return _keras_regnet_on("tensorflow", name, batch, size)
 
 
 def keras_regnet_folded(name: str, batch: int, size: int):
@@ -184,25 +193,12 @@ def timm(name: str, batch: int, size: int):
 
 def keras_regnet_jax(name: str, batch: int, size: int):
     """Our builder on the JAX backend (per-group convs and matmul 1x1 convs; jitted steps)."""
-    import keras
-
-    import keras_regnet as kr
-
-    assert keras.backend.backend() == "jax"
-    _keras_policy()
-    return _keras_steps(getattr(kr, name)(weights=None, input_shape=(size, size, 3)), batch, size,
-                        jit_compile=True)
+    return _keras_regnet_on("jax", name, batch, size, jit_compile=True)
 
 
 def keras_regnet_torch(name: str, batch: int, size: int):
     """Our builder on the PyTorch backend (eager: Keras's torch.compile path was slower)."""
-    import keras
-
-    import keras_regnet as kr
-
-    assert keras.backend.backend() == "torch"
-    _keras_policy()
-    return _keras_steps(getattr(kr, name)(weights=None, input_shape=(size, size, 3)), batch, size)
+    return _keras_regnet_on("torch", name, batch, size)
 
 
 CONTENDERS = {

@@ -297,9 +297,15 @@ class ImageNormalization(keras.layers.Normalization):
                                 std.astype(self.compute_dtype))
 
 
+def channel_axis() -> int:
+    """The channel axis of the layers built now: 1 under ``keras.config.image_data_format()``
+    ``"channels_first"``, else -1."""
+    return 1 if keras.config.image_data_format() == "channels_first" else -1
+
+
 def _bn(name: str, dtype=None) -> keras.layers.Layer:
-    axis = 1 if keras.config.image_data_format() == "channels_first" else -1
-    return FusedBatchNorm(axis=axis, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=dtype, name=name)
+    return FusedBatchNorm(axis=channel_axis(), epsilon=BN_EPSILON, momentum=BN_MOMENTUM, dtype=dtype,
+                          name=name)
 
 
 def _symmetric_pad(x, name: str, dtype=None):

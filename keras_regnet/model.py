@@ -35,7 +35,7 @@ def resolve_spec(spec: str | RegNetSpec | AnyNetSpec) -> tuple[AnyNetSpec, str |
 
 def channels_first() -> bool:
     """Whether models are built channels-first (``keras.config.image_data_format()``)."""
-    return keras.config.image_data_format() == "channels_first"
+    return regnet_layers.channel_axis() == 1
 
 
 def resolve_input_shape(input_shape, input_tensor, include_top: bool) -> tuple:
@@ -138,7 +138,7 @@ def build(spec: str | RegNetSpec | AnyNetSpec, include_top: bool = True,
     x = inputs
     if include_preprocessing:
         mean, variance = normalization_statistics(input_channels(shape))
-        x = regnet_layers.ImageNormalization(mean=mean, variance=variance, axis=1 if channels_first() else -1,
+        x = regnet_layers.ImageNormalization(mean=mean, variance=variance, axis=regnet_layers.channel_axis(),
                                              name="preprocessing")(x)
 
     x, pyramid = features(x, anynet)
@@ -193,7 +193,7 @@ def feature_pyramid(model: keras.Model) -> keras.Model:
     names = pyramid_layer_names(model)
     outputs = {level: model.get_layer(layer).output for level, layer in names.items()}
     pyramid = keras.Model(model.inputs, outputs, name=f"{model.name}_pyramid")
-    axis = 1 if channels_first() else -1
+    axis = regnet_layers.channel_axis()
     pyramid.channels = {level: int(t.shape[axis]) for level, t in outputs.items()}
     pyramid.strides = {level: 2 ** int(level[1:]) for level in outputs}
     return pyramid
