@@ -114,6 +114,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import keras
     import numpy as np
 
     from keras_regnet import export, formats
@@ -167,7 +168,8 @@ def _export(args: argparse.Namespace) -> int:
                                     overwrite=args.overwrite)
     images = np.random.default_rng(0).uniform(0, 255, (1, transform.crop, transform.crop, 3))
     drift = float(np.max(np.abs(formats.run_artifact(path, images.astype("float32"))
-                                - np.asarray(target.model(images.astype("float32"), training=False)))))
+                                - keras.ops.convert_to_numpy(target.model(images.astype("float32"),
+                                                                             training=False)))))
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s; "
           f"input RGB 0-255 [batch, height, width, 3] -> probabilities over "
           f"{len(target.class_names)} classes; max |difference| against the Keras model: {drift:.3g}")

@@ -19,9 +19,40 @@ BN_EPSILON = 1e-5  # PyTorch's default, which the reference weights were trained
 BN_MOMENTUM = 0.9  # = PyTorch momentum 0.1.
 
 
+@keras.saving.register_keras_serializable(package="keras_regnet")
+class ConvInitializer(keras.initializers.VarianceScaling):
+    """The reference init: N(0, sqrt(2 / fan_out)), fan_out = k * k * out_channels.
+
+    On JAX, Keras draws each kernel with a ``jax.random`` call compiled for that kernel's
+    shape: building a RegNet compiled ~90 of them (RegNetY016: 12.8 s on a 2-core CPU). With
+    an integer seed (Keras's default: each initializer takes one from Python's ``random`` when
+    made, which ``keras.utils.set_random_seed`` seeds), JAX kernels are drawn with NumPy from
+    that seed instead: the same distribution, reproducible, and RegNetY016 builds in 1.7 s.
+    Other backends draw as Keras does.
+
+    Example:
+        >>> kernel = ConvInitializer(seed=1)((3, 3, 16, 32))
+        >>> round(float(np.std(keras.ops.convert_to_numpy(kernel)) / np.sqrt(2 / (9 * 32))), 1)
+        1.0
+    """
+
+    def __init__(self, seed: int | None = None):
+        super().__init__(2.0, mode="fan_out", distribution="untruncated_normal", seed=seed)
+
+    def __call__(self, shape, dtype=None):
+        if keras.backend.backend() != "jax" or not isinstance(self.seed, int):
+            return super().__call__(shape, dtype)
+        fan_out = shape[-1] * int(np.prod(shape[:-2]))
+        values = np.random.default_rng(self.seed).standard_normal(shape) * np.sqrt(2.0 / max(1, fan_out))
+        return keras.ops.convert_to_tensor(values, dtype=dtype or keras.config.floatx())
+
+    def get_config(self) -> dict:  # scale, mode and distribution are fixed
+        return {"seed": keras.saving.serialize_keras_object(self._init_seed)}
+
+
 def conv_initializer() -> keras.initializers.Initializer:
-    """The reference init: N(0, sqrt(2 / fan_out)), fan_out = k * k * out_channels."""
-    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+    """The reference init for every conv kernel (:class:`ConvInitializer`)."""
+    return ConvInitializer()
 
 
 @keras.saving.register_keras_serializable(package="keras_regnet")
@@ -224,9 +255,10 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     the normalisation (and, in training, the statistics and moving-average update) in one
     kernel, which grappler can also fold into the preceding convolution at inference. The
     moving variance is updated with the unbiased batch variance, as PyTorch (and so the
-    reference) does, and under a distribution strategy the updated statistics are averaged
-    over replicas so that every replica holds the same model. Other backends, masks and non-4D
-    inputs use the standard layer.
+    reference) does, on every backend (Keras's own layer takes the biased one), and under a
+    distribution strategy the updated statistics are averaged over replicas so that every
+    replica holds the same model. Other backends, masks and non-4D inputs use Keras's
+    computation, with that update.
 
     Example:
         >>> bn = FusedBatchNorm(epsilon=1e-5, momentum=0.9)
@@ -237,7 +269,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if (keras.backend.backend() != "tensorflow" or mask is not None or len(inputs.shape) != 4
                 or self.axis not in (-1, 3) or not (self.center and self.scale) or self.renorm):
-            return super().call(inputs, training=training, mask=mask)
+            return self._keras_call_with_unbiased_update(inputs, training, mask)
         import tensorflow as tf
 
         x = inputs if inputs.dtype in (tf.float16, tf.bfloat16, tf.float32) else tf.cast(inputs, "float32")
@@ -262,6 +294,27 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
             self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
             self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
         return tf.cast(outputs, self.compute_dtype)
+
+    def _keras_call_with_unbiased_update(self, inputs, training, mask):
+        """Keras's batch norm, its moving variance updated with the unbiased batch variance."""
+        if not (training and self.trainable) or mask is not None or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        ops = keras.ops
+        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))  # as Keras: no half
+        mean, variance = self._moments(x, None)
+        axis = self.axis % len(x.shape)
+        # Static in training on JAX (traced shapes) and PyTorch: the values per channel.
+        count = int(np.prod([size for i, size in enumerate(x.shape) if i != axis]))
+        unbiased = variance * (count / max(count - 1, 1))
+        momentum = self.momentum
+        self.moving_mean.assign(ops.cast(self.moving_mean, x.dtype) * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(ops.cast(self.moving_variance, x.dtype) * momentum
+                                    + unbiased * (1.0 - momentum))
+        gamma = ops.cast(self.gamma, x.dtype) if self.scale else None
+        beta = ops.cast(self.beta, x.dtype) if self.center else None
+        outputs = ops.batch_normalization(x, mean, variance, axis=self.axis, offset=beta, scale=gamma,
+                                          epsilon=self.epsilon)
+        return ops.cast(outputs, self.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_regnet")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
+import keras
 import numpy as np
 
 from keras_regnet.applications import RegNet
@@ -101,7 +102,7 @@ def max_logit_difference(model, torch_model, source: str, images: np.ndarray) ->
 
     ``model`` must output logits (``classifier_activation=None``) and include preprocessing.
     """
-    ours = np.asarray(model(images, training=False))
+    ours = keras.ops.convert_to_numpy(model(images, training=False))
     return float(np.max(np.abs(ours - reference_logits(torch_model, images, source))))
 
 

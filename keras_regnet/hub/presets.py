@@ -107,6 +107,7 @@ def write_preset(model: str, weights: str | os.PathLike | ResolvedWeights | None
         >>> write_preset("RegNetX002", None, "/tmp/regnetx002_random", overwrite=True)  # doctest: +SKIP
         ('/tmp/regnetx002_random', 0.0)
     """
+    import keras
     import keras_hub
     import numpy as np
 
@@ -129,7 +130,8 @@ def write_preset(model: str, weights: str | os.PathLike | ResolvedWeights | None
         loaded = keras_hub.models.ImageClassifier.from_preset(staging)
         size = classifier.preprocessor.image_converter.image_size
         images = np.random.default_rng(0).normal(0.0, 1.0, (2, *size, 3)).astype("float32")
-        difference = float(np.max(np.abs(np.asarray(loaded(images)) - np.asarray(builder(images)))))
+        difference = float(np.max(np.abs(keras.ops.convert_to_numpy(loaded(images))
+                                           - keras.ops.convert_to_numpy(builder(images)))))
         if not difference <= tolerance:
             raise ValueError(f"the preset's logits differ from {name}'s by {difference:.3g} "
                              f"(tolerance {tolerance:g}); nothing written to {output}.")
