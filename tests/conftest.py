@@ -38,6 +38,18 @@ REFERENCE_CSV = pathlib.Path(keras_regnet.__file__).parent / "data" / "pycls_mod
 TORCHVISION_PARAMS = {"regnet_x_400mf": 5495976, "regnet_y_800mf": 6432512, "regnet_y_8gf": 39381472}
 
 
+
+
+def keras_backend() -> str:
+    import keras  # after keras_regnet (imported above): it turns on TensorFlow's oneDNN kernels
+
+    return keras.backend.backend()
+
+
+# The JAX/PyTorch-only checks: test_backends.py runs them in one fresh pytest per backend.
+collect_ignore = ["other_backends"] if keras_backend() == "tensorflow" else []
+
+
 def pytest_addoption(parser):
     parser.addoption("--conversion-matrix", action="store_true",
                      help="also run numeric conversion parity for every (variant, library) pair "
@@ -45,7 +57,13 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``conversion_matrix`` are deselected unless --conversion-matrix is given."""
+    """Tests marked ``conversion_matrix`` are deselected unless --conversion-matrix is given;
+    on JAX and PyTorch, tests marked ``tensorflow_only(reason)`` are skipped, saying why."""
+    if keras_backend() != "tensorflow":
+        for item in items:
+            marker = item.get_closest_marker("tensorflow_only")
+            if marker:
+                item.add_marker(pytest.mark.skip(reason=f"TensorFlow only: {marker.args[0]}"))
     if config.getoption("--conversion-matrix"):
         return
     selected = [item for item in items if "conversion_matrix" not in item.keywords]
@@ -99,6 +117,26 @@ def randomize_batch_norms(model, seed: int = 0) -> None:
             gamma, beta, mean, var = layer.get_weights()
             layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
                                rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
+
+
+def set_deterministic_weights(model, seed: int = 0) -> None:
+    """Sets every weight from numpy's generator, in the model's weight order, so that processes
+    on different backends hold the same network. Kernels are scaled by 1/sqrt(fan-in) (outputs
+    stay finite through any depth); batch norms get statistics that are not the identity."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    values = []
+    for weight in model.weights:
+        shape, kind = tuple(weight.shape), weight.path.rsplit("/", 1)[-1]
+        if kind == "kernel":
+            value = rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape)
+        elif kind in ("gamma", "moving_variance"):
+            value = rng.uniform(0.5, 1.5, shape)
+        else:  # beta, moving_mean, bias
+            value = rng.normal(0, 0.1, shape)
+        values.append(value.astype("float32"))
+    model.set_weights(values)
 
 
 def smallest_per_family() -> list[str]:

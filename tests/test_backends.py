@@ -1,83 +1,130 @@
-"""Models are backend-agnostic: the same weights give the same outputs on JAX."""
+"""The suite on JAX and PyTorch: one fresh pytest per backend runs the model, layer, pyramid and
+KerasHub tests, Keras's own applications suite on our builders and the JAX/PyTorch-only checks
+(tests/other_backends: convolutions, channels-first, every variant's logits against
+TensorFlow's, JAX's data-parallel step and kernel init). TensorFlow-only tests are skipped
+there, each with its reason (``tensorflow_only``); any other skip or failure fails the test."""
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
-import textwrap
+import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import pytest
+from test_keras_contract import expected_contract_tests, keras_suite_on_our_builders
 
 import keras_regnet
-from conftest import smallest_per_family
+from conftest import set_deterministic_weights
+from keras_regnet.variants import VARIANTS
 
-# Fresh processes and real runtimes throughout: part of the full suite, not the quick pass.
+# Fresh processes throughout: part of the full suite, not the quick pass.
 pytestmark = pytest.mark.slow
 
-
-@pytest.mark.parametrize("name", smallest_per_family())
-def test_jax_backend_matches_tensorflow(name, tmp_path):
-    model = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3))
-    weights = tmp_path / "w.weights.h5"
-    model.save_weights(weights)
-    x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    np.save(tmp_path / "x.npy", x)
-    code = textwrap.dedent(
-        f"""
-        import keras, numpy as np, keras_regnet
-        assert keras.backend.backend() == "jax"
-        m = keras_regnet.{name}(weights={str(weights)!r}, input_shape=(64, 64, 3))
-        np.save({str(tmp_path / "y.npy")!r}, np.asarray(m(np.load({str(tmp_path / "x.npy")!r}))))
-        """
-    )
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model(x), rtol=1e-4, atol=1e-6)
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BACKEND_FILES = ["tests/test_models.py", "tests/test_layers.py", "tests/test_pyramid.py", "tests/test_hub.py",
+                 "tests/other_backends"]
 
 
-CLIENTS = pathlib.Path(__file__).parent / "clients"
+# Deselected in the backend runs, each covered by another test:
+LEFT_TO_OTHER_TESTS = {
+    # ... the internet: Keras's ImageNet download (our weights: test_conversion.py);
+    # ... the every-variant build and call: test_logits_equal_tensorflows builds and runs each
+    #     variant on the backend (the parameter count does not depend on it);
+    # ... KerasHub's own routines on JAX (~2 min of compiles): its loading, fitting and
+    #     saving of a preset run on JAX in test_hub's fresh-process test.
+    "jax": ["test_application_base", "test_every_variant_builds", "RegNetKerasHubTest"],
+    "torch": ["test_application_base", "test_every_variant_builds"],
+}
 
 
-def _client_json(script: str, *args: str, env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, str(CLIENTS / script), *args], env={**os.environ, **(env or {})},
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def write_tensorflow_logits(path: pathlib.Path) -> None:
+    """Every variant's logits on TensorFlow for 2 images of 64x64, with the weights
+    ``set_deterministic_weights`` gives, as an .npz (written whole or not at all)."""
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    logits = {"images": images}
+    for name in VARIANTS:
+        model = getattr(keras_regnet, name)(weights=None, input_shape=(None, None, 3),
+                                            classifier_activation=None)
+        set_deterministic_weights(model)
+        logits[name] = np.asarray(model(images))
+    partial = path.with_suffix(".partial.npz")
+    np.savez(partial, **logits)
+    os.replace(partial, path)
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_our_convolutions_equal_keras_in_values_and_gradients(backend):
-    """JAX runs grouped convs as per-group convs and 1x1 convs as matmuls, PyTorch without
-    Keras's layout copies (keras_regnet.conv_ops); each must equal Keras's own convolution."""
-    result = _client_json("backend_convs.py", env={"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"})
-    assert result["fallbacks"] == []  # our code ran in every case, or the comparison proves nothing
-    assert len(result["errors"]) == 8
-    for case, error in result["errors"].items():
-        assert error <= 1e-5, (case, error)
+def _outcomes(junit: pathlib.Path) -> dict[str, tuple[str, str]]:
+    """{test id: (outcome, message)} from pytest's JUnit XML."""
+    outcomes = {}
+    for case in ElementTree.parse(junit).iter("testcase"):
+        test_id = f"{case.get('classname')}::{case.get('name')}"
+        outcome, message = "passed", ""
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome, message = child.tag, child.get("message", "")
+        outcomes[test_id] = (outcome, message)
+    return outcomes
 
 
-@pytest.mark.parametrize("formulation", ["keras_conv", "keras_regnet"])
-def test_data_parallel_jax_train_step_gathers_no_activations(formulation):
-    """Under keras.distribution.DataParallel on 2 devices, XLA gathers the whole batch before
-    each of Keras's grouped convs (the anchor: RegNetY004 compiled to 32 all-gathers); ours
-    keep the batch sharded: only reductions (gradients, batch statistics) cross devices."""
-    result = _client_json("jax_sharded_step.py", formulation, "--shallow")
-    assert result["all_reduces"] > 0
-    if formulation == "keras_conv":
-        assert len(result["all_gathers"]) >= 4  # one per stage's grouped conv at least
-    else:
-        assert result["all_gathers"] == []
+def _start_backend_run(backend: str, folder: pathlib.Path, logits: pathlib.Path) -> subprocess.Popen:
+    contract = folder / "test_keras_applications.py"
+    contract.write_text(keras_suite_on_our_builders())
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
+           "KERAS_REGNET_TF_LOGITS": str(logits),
+           # Two host devices for the data-parallel check; one-device code is unaffected.
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env.pop("SKIP_APPLICATIONS_TESTS", None)
+    deselected = " and ".join(f"not {test}" for test in LEFT_TO_OTHER_TESTS[backend])
+    return subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                             "-c", str(ROOT / "pytest.ini"), "--rootdir", str(ROOT),
+                             f"--junitxml={folder / 'junit.xml'}",
+                             "-W", "ignore::pytest.PytestUnknownMarkWarning",
+                             *BACKEND_FILES, str(contract), "-k", deselected],
+                            env=env, cwd=ROOT, stdout=open(folder / "out.txt", "w"), stderr=subprocess.STDOUT)
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_channels_first_predicts_what_channels_last_does(backend):
-    """keras.config.image_data_format() = "channels_first" builds the same network in NCHW
-    (SE, grouped convs, batch norms on axis 1): with the same weights, the same logits."""
-    name = smallest_per_family()[1]  # the Y model: every layer kind
-    result = _client_json("channels_first.py", name, env={"KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"})
-    assert result["scale"] > 0.05  # logits, not near-uniform probabilities
-    assert result["max_difference"] <= 1e-5 * max(1.0, result["scale"])
+def test_suite_on_jax_and_torch(tmp_path):
+    """Both backends' runs start at once; the TensorFlow logits they compare with are written
+    meanwhile (their variant test waits for the file, which it reaches last)."""
+    logits = tmp_path / "tensorflow_logits.npz"
+    runs = {}
+    try:
+        for backend in ("jax", "torch"):
+            (tmp_path / backend).mkdir()
+            runs[backend] = _start_backend_run(backend, tmp_path / backend, logits)
+        write_tensorflow_logits(logits)
+        for run in runs.values():
+            run.wait(timeout=1500)
+    finally:
+        for run in runs.values():
+            run.kill()
+    for backend in runs:
+        _check_backend_run(backend, tmp_path / backend, runs[backend].returncode)
+
+
+def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> None:
+    output = (folder / "out.txt").read_text()
+    assert (folder / "junit.xml").exists(), output[-8000:]
+    outcomes = _outcomes(folder / "junit.xml")
+    failed = {t: m for t, (o, m) in outcomes.items() if o in ("failure", "error")}
+    assert not failed and returncode == 0, f"{backend}: {failed}\n{output[-5000:]}"
+    # A skip would hide a failure: only TensorFlow-only tests, and (on PyTorch) the JAX-only ones.
+    allowed = ("TensorFlow only: ", "XLA's SPMD partitioning: the JAX backend only",
+               "Keras's kernels drawn on the host: the JAX backend only")
+    skipped = {t: m for t, (o, m) in outcomes.items() if o == "skipped" and not m.startswith(allowed)}
+    assert not skipped, (backend, skipped)
+
+    def passed(pattern: str) -> int:
+        return sum(1 for t, (o, _) in outcomes.items() if o == "passed" and re.search(pattern, t))
+
+    # Keras's applications suite whole (minus its internet-only test) ...
+    assert passed(r"ApplicationsTest::") == expected_contract_tests(), backend
+    # ... every variant's logits, and the backend-only checks.
+    assert passed(r"test_logits_equal_tensorflows") == len(VARIANTS), backend
+    assert passed(r"test_our_convolution_equals_keras") == 8, backend
+    assert passed(r"test_channels_first_predicts_what_channels_last_does") == 1, backend
+    jax_only = 3 if backend == "jax" else 0  # 2 data-parallel formulations, the kernel init
+    assert passed(r"test_data_parallel_train_step|test_jax_conv_kernels") == jax_only, backend

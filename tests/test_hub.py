@@ -17,6 +17,7 @@ keras_hub = pytest.importorskip("keras_hub")
 test_case = pytest.importorskip("keras_hub.src.tests.test_case")
 
 import keras  # noqa: E402
+from keras.ops import convert_to_numpy as numpy  # noqa: E402
 
 import keras_regnet  # noqa: E402
 from conftest import randomize_batch_norms, smallest_per_family  # noqa: E402
@@ -97,11 +98,11 @@ def test_backbone_is_the_builder(name):
     assert [layer.name for layer in backbone.layers] == [layer.name for layer in builder.layers]
     keras_regnet.hub.presets.copy_weights(builder, backbone)
     x = np.random.default_rng(3).normal(size=(2, 96, 64, 3)).astype("float32")
-    np.testing.assert_allclose(backbone(x), builder(x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(numpy(backbone(x)), numpy(builder(x)), rtol=0, atol=1e-5)
     pyramid = keras.Model(backbone.inputs, backbone.pyramid_outputs)(x)
     reference = keras_regnet.feature_pyramid(builder)(x)
     for level, features in reference.items():
-        np.testing.assert_allclose(pyramid[level], features, atol=1e-5)
+        np.testing.assert_allclose(numpy(pyramid[level]), numpy(features), atol=1e-5)
 
 
 def test_converter_is_the_eval_transform_of_each_weight_set():
@@ -113,7 +114,7 @@ def test_converter_is_the_eval_transform_of_each_weight_set():
         revived = RegNetImageConverter.from_config(converter.get_config())
         expected = (np.asarray(eval_crop(image, weight_set.transform)) / 255.0
                     - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
-        np.testing.assert_allclose(revived(image), expected, atol=1e-5)
+        np.testing.assert_allclose(numpy(revived(image)), expected, atol=1e-5)
 
 
 def test_preset_names_cover_the_weights_table_and_gate_non_commercial_sets():
@@ -198,6 +199,8 @@ print("fresh-process checks passed on", keras.backend.backend())
 """
 
 
+@pytest.mark.tensorflow_only("starts its own fresh process per backend (TensorFlow, JAX, PyTorch) from "
+                              "the TensorFlow run")
 @pytest.mark.slow
 def test_cli_preset_loads_through_keras_hub_in_fresh_processes(tmp_path):
     """A pycls checkpoint -> `keras-regnet preset` -> from_preset on TensorFlow, JAX and torch:
@@ -222,7 +225,7 @@ def test_cli_preset_loads_through_keras_hub_in_fresh_processes(tmp_path):
     expected = verify.reference_logits(reference, images, "pycls")
     builder = keras_regnet.RegNet(name, weights=checkpoint, input_shape=(None, None, 3),
                                   classifier_activation=None)
-    expected_raw = np.asarray(builder(eval_crop(raw, RegNetImageConverter().transform)))
+    expected_raw = numpy(builder(eval_crop(raw, RegNetImageConverter().transform)))
     expected_features = keras_regnet.RegNet(name, weights=checkpoint, include_top=False,
                                             include_preprocessing=False)(normalised)
     for backend in ("tensorflow", "jax", "torch"):
@@ -242,6 +245,7 @@ def test_cli_preset_loads_through_keras_hub_in_fresh_processes(tmp_path):
 
 
 
+@pytest.mark.tensorflow_only("the example trains with the TensorFlow trainer")
 @pytest.mark.slow
 def test_transfer_learning_example_runs_as_documented(tmp_path):
     """`python training/transfer_learning.py` (docs/kerashub.md), shortened: it writes the

@@ -2,7 +2,8 @@
 
 The test file is the installed Keras's ``keras/src/applications/applications_test.py``, read
 at test time (not copied) with its model list replaced by ours. Each backend runs it in a
-fresh process. ``test_application_base`` is deselected: it downloads ImageNet weights and a
+fresh process: TensorFlow here, JAX and PyTorch inside test_backends.py's per-backend run.
+``test_application_base`` is deselected: it downloads ImageNet weights and a
 test image from the internet, which this suite never does (our pretrained weights are tested
 against the reference libraries in test_conversion.py).
 """
@@ -38,11 +39,17 @@ def keras_suite_on_our_builders() -> str:
     return replaced
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
-def test_keras_applications_suite_passes_on_our_builders(backend, tmp_path):
+def expected_contract_tests() -> int:
+    """Every test the file has, each run per data format and model, but the internet-only one."""
+    tests = set(re.findall(r"^    def (test_\w+)\(", KERAS_TEST.read_text(), re.M))
+    tests.discard("test_application_base")
+    return len(tests) * 2 * len(smallest_per_family())
+
+
+def test_keras_applications_suite_passes_on_our_builders(tmp_path):
     path = tmp_path / "test_regnet_applications.py"
     path.write_text(keras_suite_on_our_builders())
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     env.pop("SKIP_APPLICATIONS_TESTS", None)
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
                           str(path), "-k", "not test_application_base", "--rootdir", str(tmp_path),
@@ -50,9 +57,6 @@ def test_keras_applications_suite_passes_on_our_builders(backend, tmp_path):
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
-    # Every test the file has (each runs per data format and model), none skipped: a skip
-    # would hide a failure.
-    tests = set(re.findall(r"^    def (test_\w+)\(", KERAS_TEST.read_text(), re.M))
-    tests.discard("test_application_base")
-    expected = len(tests) * 2 * len(smallest_per_family())
+    # Every test, none skipped: a skip would hide a failure.
+    expected = expected_contract_tests()
     assert re.search(rf"\b{expected} passed\b", summary) and "skipped" not in summary, summary

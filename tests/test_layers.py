@@ -12,11 +12,17 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from keras.ops import convert_to_numpy as numpy
 
 import keras_regnet
 from keras_regnet.layers import GroupedConv2D
 
 XLA_MARKERS = (b"XlaCallModule", b"_XlaMustCompile")
+# Skip reasons on JAX and PyTorch (test_backends.py), where other_backends/ checks our
+# convolutions against Keras's in values and gradients instead.
+TF_GRADIENTS = "TensorFlow's kernels and tf.GradientTape (other_backends/ checks JAX's and PyTorch's)"
+TF_GRAPH = "what TensorFlow's graphs and SavedModels hold"
+ONEDNN = "TensorFlow's oneDNN kernels"
 
 
 def split_concat_reference(x, kernel, groups, strides, padding):
@@ -27,6 +33,7 @@ def split_concat_reference(x, kernel, groups, strides, padding):
         [keras.ops.conv(a, k, strides=strides, padding=padding) for a, k in zip(xs, ks)], axis=-1)
 
 
+@pytest.mark.tensorflow_only(TF_GRADIENTS)
 @pytest.mark.parametrize("groups", [2, 8])
 @pytest.mark.parametrize("strides, padding", [(1, "same"), (2, "valid")])
 def test_outputs_and_gradients_equal_split_concat(groups, strides, padding):
@@ -57,6 +64,7 @@ def test_outputs_and_gradients_equal_split_concat(groups, strides, padding):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * scale)
 
 
+@pytest.mark.tensorflow_only(TF_GRADIENTS)
 @pytest.mark.parametrize("dtype", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_grouped_conv_trains(dtype):
     """Half-precision policies: output dtype kept, gradients close to float32's (TF's CPU
@@ -81,6 +89,7 @@ def test_mixed_precision_grouped_conv_trains(dtype):
     np.testing.assert_allclose(grads[1], grads[0], atol=0.05 * scale)
 
 
+@pytest.mark.tensorflow_only(TF_GRADIENTS)
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
 @pytest.mark.parametrize("use_bias, activation", [(False, None), (True, "relu")])
 def test_pointwise_conv_trains_like_keras_conv2d(policy, use_bias, activation):
@@ -111,6 +120,7 @@ def test_pointwise_conv_trains_like_keras_conv2d(policy, use_bias, activation):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * float(np.max(np.abs(b))))
 
 
+@pytest.mark.tensorflow_only(TF_GRAPH)
 def test_pointwise_conv_custom_gradient_only_in_training():
     """Inference keeps the plain conv, which TensorFlow fuses with what follows; the custom
     gradient (an IdentityN in the graph) appears in training only, proving the check can fail."""
@@ -135,6 +145,7 @@ def _saved_model_bytes(model: keras.Model, path: pathlib.Path) -> bytes:
     return b"".join(p.read_bytes() for p in path.rglob("*.pb"))
 
 
+@pytest.mark.tensorflow_only(TF_GRAPH)
 @pytest.mark.slow
 def test_exported_regnet_graph_has_no_xla(tmp_path):
     model = keras_regnet.RegNetY002(weights=None, input_shape=(64, 64, 3))
@@ -143,6 +154,7 @@ def test_exported_regnet_graph_has_no_xla(tmp_path):
     assert not any(marker in graph for marker in XLA_MARKERS)
 
 
+@pytest.mark.tensorflow_only(TF_GRAPH)
 def test_stock_keras_grouped_conv_does_leave_xla(tmp_path):
     # Control for the test above: it can fail. Keras's own grouped Conv2D is jit-compiled.
     model = keras.Sequential([keras.Input((16, 16, 8)), keras.layers.Conv2D(8, 3, groups=4)])
@@ -161,12 +173,12 @@ def test_fused_batchnorm_matches_reference_formula(training):
     gamma, beta = rng.uniform(0.5, 1.5, 8), rng.normal(size=8)
     mean0, var0 = rng.normal(size=8), rng.uniform(0.5, 2.0, 8)
     bn.set_weights([w.astype("float32") for w in (gamma, beta, mean0, var0)])
-    y = np.asarray(bn(x, training=training))
+    y = numpy(bn(x, training=training))
 
     flat = x.reshape(-1, 8).astype("float64")
     mean, var = (flat.mean(0), flat.var(0)) if training else (mean0, var0)
     np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5) * gamma + beta, rtol=1e-4, atol=1e-4)
-    moving_mean, moving_var = (np.asarray(v) for v in bn.non_trainable_weights)
+    moving_mean, moving_var = (numpy(v) for v in bn.non_trainable_weights)
     if training:  # PyTorch's update: unbiased batch variance, momentum 0.1
         n = flat.shape[0]
         np.testing.assert_allclose(moving_mean, 0.9 * mean0 + 0.1 * mean, rtol=1e-5)
@@ -197,6 +209,7 @@ def _grouped_gradient_in_fresh_process(env: dict) -> subprocess.CompletedProcess
                           env={k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"} | env)
 
 
+@pytest.mark.tensorflow_only(ONEDNN)
 @pytest.mark.slow
 def test_import_turns_on_the_kernels_grouped_gradients_need():
     # TensorFlow differentiates a grouped conv on a CPU only with oneDNN, which it enables by
@@ -206,6 +219,7 @@ def test_import_turns_on_the_kernels_grouped_gradients_need():
     assert "onednn True grads [(2, 8, 8, 16), (3, 3, 4, 16)]" in out.stdout
 
 
+@pytest.mark.tensorflow_only(ONEDNN)
 @pytest.mark.slow
 def test_grouped_gradients_still_work_with_onednn_off():
     out = _grouped_gradient_in_fresh_process({"TF_ENABLE_ONEDNN_OPTS": "0"})

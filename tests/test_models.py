@@ -7,6 +7,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from keras.ops import convert_to_numpy as numpy
 
 import keras_regnet
 from conftest import randomize_batch_norms, reference_rows, smallest_per_family, variant_params
@@ -76,11 +77,11 @@ def test_softmax_sums_to_one_and_none_gives_logits(name):
     for model in (probs_model, logits_model):
         kernel, bias = model.get_layer("predictions").get_weights()
         model.get_layer("predictions").set_weights([kernel * 50, bias])
-    probs = np.asarray(probs_model(x))
-    logits = np.asarray(logits_model(x))
+    probs = numpy(probs_model(x))
+    logits = numpy(logits_model(x))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert (logits < 0).any() and (np.abs(logits.sum(axis=1) - 1) > 1e-2).all()
-    np.testing.assert_allclose(keras.ops.softmax(logits), probs, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(numpy(keras.ops.softmax(logits)), probs, rtol=1e-5, atol=1e-7)
 
 
 def test_layer_names_are_stable_and_prefix_free():
@@ -125,10 +126,10 @@ def test_preprocess_input_equals_builtin_preprocessing():
     without = keras_regnet.RegNetY002(weights=None, input_shape=(64, 64, 3),
                                       include_preprocessing=False)
     without.set_weights(with_pre.get_weights())
-    np.testing.assert_allclose(without(keras_regnet.preprocess_input(x)), with_pre(x),
+    np.testing.assert_allclose(numpy(without(keras_regnet.preprocess_input(x))), numpy(with_pre(x)),
                                rtol=1e-5, atol=1e-6)
     mean = np.array([0.485, 0.456, 0.406]) * 255
-    np.testing.assert_allclose(keras_regnet.preprocess_input(np.broadcast_to(mean, (1, 1, 1, 3))),
+    np.testing.assert_allclose(numpy(keras_regnet.preprocess_input(np.broadcast_to(mean, (1, 1, 1, 3)))),
                                0.0, atol=1e-5)
 
 
@@ -147,13 +148,13 @@ def test_decode_predictions_uses_zero_based_imagenet_classes():
 def test_config_and_keras_file_round_trips(name, tmp_path):
     model = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3))
     x = images((2, 64, 64))
-    expected = np.asarray(model(x))
+    expected = numpy(model(x))
     clone = keras.Model.from_config(model.get_config())
     clone.set_weights(model.get_weights())
-    np.testing.assert_array_equal(clone(x), expected)
+    np.testing.assert_array_equal(numpy(clone(x)), expected)
     path = tmp_path / "model.keras"
     model.save(path)
-    np.testing.assert_array_equal(keras.saving.load_model(path)(x), expected)
+    np.testing.assert_array_equal(numpy(keras.saving.load_model(path)(x)), expected)
 
 
 @pytest.mark.slow  # over ~5 s on 2 cores (the quick pass stays under 3 minutes)
@@ -163,7 +164,7 @@ def test_weights_file_round_trip(tmp_path):
     model.save_weights(path)
     loaded = keras_regnet.RegNetY002(weights=path, input_shape=(64, 64, 3))
     x = images((1, 64, 64))
-    np.testing.assert_array_equal(loaded(x), model(x))
+    np.testing.assert_array_equal(numpy(loaded(x)), numpy(model(x)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(ValueError, match="does not match this architecture"):
@@ -209,11 +210,12 @@ def test_pretrained_weights_adapt_the_stem_to_one_and_four_channels(tmp_path):
     rgb.save_weights(path)
     grey = keras_regnet.RegNetX002(weights=path, include_preprocessing=False, input_shape=(32, 32, 1))
     image = np.random.default_rng(0).normal(size=(2, 32, 32, 1)).astype("float32")
-    expected = np.asarray(rgb(np.repeat(image, 3, axis=-1)))
-    np.testing.assert_allclose(grey(image), expected, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(expected))))
+    expected = numpy(rgb(np.repeat(image, 3, axis=-1)))
+    scale = float(np.max(np.abs(expected)))
+    np.testing.assert_allclose(numpy(grey(image)), expected, rtol=1e-5, atol=1e-5 * scale)
     four = keras_regnet.RegNetX002(weights=path, include_top=False, input_shape=(None, None, 4))
-    stem = np.asarray(rgb.get_layer("stem_conv").kernel)
-    four_stem = np.asarray(four.get_layer("stem_conv").kernel)
+    stem = numpy(rgb.get_layer("stem_conv").kernel)
+    four_stem = numpy(four.get_layer("stem_conv").kernel)
     np.testing.assert_array_equal(four_stem[:, :, 3], stem[:, :, 0] * 0.75)
     np.testing.assert_array_equal(adapt_stem_kernel(stem, 1)[:, :, 0], stem.sum(axis=2))
     for layer in ("s4_b1_conv2", "s4_b1_conv2_bn"):  # everything else as loaded

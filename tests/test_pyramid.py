@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from keras.ops import convert_to_numpy as numpy
 
 import keras_regnet
 from conftest import smallest_per_family
@@ -25,13 +26,13 @@ def test_pyramid_outputs_levels_strides_and_channels(name, tmp_path):
     assert fpn.channels == dict(zip(fpn.strides, widths))
     x = np.random.default_rng(0).uniform(0, 255, (1, 128, 96, 3)).astype("float32")
     features = fpn(x)
-    np.testing.assert_allclose(features["P5"], model(x), rtol=1e-6)
+    np.testing.assert_allclose(numpy(features["P5"]), numpy(model(x)), rtol=1e-6)
 
     # Works on a reloaded model too (derived from the stable layer names).
     path = tmp_path / "m.keras"
     model.save(path)
     reloaded = keras_regnet.feature_pyramid(keras.saving.load_model(path))
-    np.testing.assert_allclose(reloaded(x)["P3"], features["P3"], rtol=1e-6)
+    np.testing.assert_allclose(numpy(reloaded(x)["P3"]), numpy(features["P3"]), rtol=1e-6)
 
 
 def test_feature_pyramid_rejects_other_models():

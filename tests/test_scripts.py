@@ -32,10 +32,11 @@ SMOKE = {
     "benchmarks/bench_export.py": (["--model", "RegNetX002", "--batch", "2", "--warmup", "0",
                                     "--repeats", "1"], r"SavedModel"),
     "benchmarks/bench_import_order.py": ([*TINY, "--model", "RegNetX002", "--rounds", "1"], r"RegNetX002"),
-    # The TensorFlow and timm workers run in bench_models.py's smoke test: here the JAX one.
+    # The TensorFlow and timm workers run in bench_models.py's smoke test: here the JAX
+    # data-parallel one (the plain JAX worker plus a distribution; one CPU device here).
     "benchmarks/gpu.py": ([*TINY, "--models", "RegNetX002", "--warmup", "0", "--precisions", "fp32",
-                           "--contenders", "keras_regnet_jax"],
-                          r"\| RegNetX002 \| fp32 \| keras_regnet_jax \|"),
+                           "--contenders", "keras_regnet_jax_dp"],
+                          r"\| RegNetX002 \| fp32 \| keras_regnet_jax_dp \|"),
     "benchmarks/parity_report.py": (["--models", "RegNetX002"], r"RegNetX002\s+pycls\s+\d"),
     "benchmarks/profile_ops.py": (["--model", "RegNetX002", "--batch", "2", "--steps", "1"], r"RegNetX002"),
     "benchmarks/serve_gpu_check.py": (["RegNetX002", "--batch", "2", "--device", "cpu"], r'"max_difference"'),

@@ -1,0 +1,184 @@
+"""What only JAX and PyTorch have to show: our convolutions equal Keras's, channels-first equals
+channels-last, every variant's logits equal TensorFlow's, and (JAX) a data-parallel train step
+keeps its batch sharded.
+
+Not collected by the TensorFlow run: ``test_backends.py::test_suite_on_backend`` runs this
+folder, with the model, layer, pyramid and KerasHub tests and Keras's own applications suite,
+in one fresh pytest per backend (KERAS_BACKEND=jax / torch). That parent also writes the
+TensorFlow logits the variant test compares with (``KERAS_REGNET_TF_LOGITS``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import keras_regnet
+from conftest import set_deterministic_weights, shallow, smallest_per_family
+from keras_regnet.layers import GroupedConv2D, PointwiseConv2D, _jax_or_torch_convolution
+from keras_regnet.variants import VARIANTS
+
+BACKEND = keras.backend.backend()
+if BACKEND == "tensorflow":  # conftest ignores this folder there; say so if run by hand
+    pytest.skip("JAX / PyTorch checks: run through test_backends.py", allow_module_level=True)
+
+CONV_CASES = [  # (layer class, filters, kernel, strides, padding, groups)
+    (GroupedConv2D, 32, 3, 1, "same", 4),
+    (GroupedConv2D, 48, 3, 2, "valid", 3),
+    (PointwiseConv2D, 24, 1, 1, "valid", 1),
+    (PointwiseConv2D, 24, 1, 2, "valid", 1),
+]
+
+
+def _value_and_gradients(fn, x, kernel):
+    """fn(x, kernel), and the gradients of sum(fn(x, kernel) * weights) for fixed weights."""
+    y = np.asarray(keras.ops.convert_to_numpy(fn(x, kernel)))
+    weights = np.random.default_rng(5).normal(size=y.shape).astype("float32")
+    if BACKEND == "jax":
+        import jax
+
+        grads = jax.grad(lambda a, b: (fn(a, b) * weights).sum(), argnums=(0, 1))(x, kernel)
+        return [y, *(np.asarray(g) for g in grads)]
+    import torch
+
+    a, b = torch.tensor(x, requires_grad=True), torch.tensor(kernel, requires_grad=True)
+    (fn(a, b) * torch.tensor(weights)).sum().backward()
+    return [y, a.grad.numpy(), b.grad.numpy()]
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("cls, filters, size, strides, padding, groups", CONV_CASES,
+                         ids=[f"{c[0].__name__}-s{c[3]}-{c[4]}-g{c[5]}" for c in CONV_CASES])
+def test_our_convolution_equals_keras_in_values_and_gradients(cls, filters, size, strides, padding, groups,
+                                                               data_format):
+    """JAX runs grouped convs as per-group convs and 1x1 convs as matmuls, PyTorch without
+    Keras's layout copies (keras_regnet.conv_ops): each must equal Keras's own convolution."""
+    channels = 4 * groups if groups > 1 else 12
+    shape = (2, 13, 11, channels) if data_format == "channels_last" else (2, channels, 13, 11)
+    layer = cls(filters, size, strides=strides, padding=padding, groups=groups, data_format=data_format,
+                use_bias=False)
+    layer.build(shape)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype("float32")
+    kernel = rng.normal(size=tuple(layer.kernel.shape)).astype("float32")
+    # Our code must run (no fallback to Keras's conv), or the comparison proves nothing.
+    assert _jax_or_torch_convolution(layer, keras.ops.convert_to_tensor(x), kernel) is not None
+    ours = _value_and_gradients(layer.convolution_op, x, kernel)
+    theirs = _value_and_gradients(functools.partial(keras.layers.Conv2D.convolution_op, layer), x, kernel)
+    for a, b in zip(ours, theirs):
+        assert float(np.max(np.abs(a - b)) / np.max(np.abs(b))) <= 1e-5
+
+
+def test_channels_first_predicts_what_channels_last_does(tmp_path):
+    """keras.config.image_data_format() = "channels_first" builds the same network in NCHW
+    (SE, grouped convs, batch norms on axis 1): with the same weights, the same logits."""
+    name = smallest_per_family()[1]  # the Y model: every layer kind
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    last = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    set_deterministic_weights(last)
+    path = str(tmp_path / "w.weights.h5")
+    last.save_weights(path)
+    expected = keras.ops.convert_to_numpy(last.predict(x, verbose=0))
+    keras.config.set_image_data_format("channels_first")
+    try:
+        first = getattr(keras_regnet, name)(weights=path, input_shape=(3, 64, 64), classifier_activation=None)
+        got = keras.ops.convert_to_numpy(first.predict(np.transpose(x, (0, 3, 1, 2)), verbose=0))
+    finally:
+        keras.config.set_image_data_format("channels_last")
+    scale = float(np.max(np.abs(expected)))
+    assert scale > 0.05  # logits, not near-uniform probabilities
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * max(1.0, scale))
+
+
+@pytest.fixture(scope="module")
+def tensorflow_logits():
+    """The parent's TensorFlow logits (test_backends.py writes them while this run starts)."""
+    path = os.environ.get("KERAS_REGNET_TF_LOGITS")
+    assert path, "KERAS_REGNET_TF_LOGITS is unset: run this folder through test_backends.py"
+    deadline = time.monotonic() + 600
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(1)
+    return np.load(path)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_logits_equal_tensorflows(name, tensorflow_logits):
+    """The same weights (set_deterministic_weights) give TensorFlow's logits within 1e-4 of their
+    scale, for every builder of the variants table, on a small input."""
+    model = getattr(keras_regnet, name)(weights=None, input_shape=(None, None, 3), classifier_activation=None)
+    set_deterministic_weights(model)
+    images = tensorflow_logits["images"]
+    # JAX: the jitted predict (its eager calls compile op by op, slower); PyTorch: a call.
+    got = keras.ops.convert_to_numpy(model.predict(images, verbose=0) if BACKEND == "jax" else model(images))
+    expected = tensorflow_logits[name]
+    scale = float(np.max(np.abs(expected)))
+    assert scale > 0.05
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * max(1.0, scale))
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="Keras's kernels drawn on the host: the JAX backend only")
+def test_jax_conv_kernels_are_reproducible_and_he_scaled():
+    """ConvInitializer draws JAX kernels with NumPy (no compile per kernel shape): N(0, 2 /
+    fan_out) as the reference, the same after keras.utils.set_random_seed, distinct per layer."""
+    def kernels():
+        keras.utils.set_random_seed(7)
+        model = keras_regnet.RegNetX002(weights=None, input_shape=(32, 32, 3))
+        return {v.path: keras.ops.convert_to_numpy(v) for v in model.weights
+                if v.path.endswith("conv2/kernel")}
+
+    first, second = kernels(), kernels()
+    assert first.keys() == second.keys() and len(first) > 4
+    for path, kernel in first.items():
+        np.testing.assert_array_equal(kernel, second[path])
+        fan_out = kernel.shape[-1] * kernel.shape[0] * kernel.shape[1]
+        assert abs(float(np.std(kernel)) / np.sqrt(2 / fan_out) - 1) < 0.1, path
+    a, b = list(first.values())[:2]
+    assert not np.array_equal(a.ravel()[:100], b.ravel()[:100])
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="XLA's SPMD partitioning: the JAX backend only")
+@pytest.mark.parametrize("formulation", ["keras_conv", "keras_regnet"])
+def test_data_parallel_train_step_gathers_no_activations(formulation, monkeypatch):
+    """Under keras.distribution.DataParallel on 2 host devices (the parent sets XLA_FLAGS), XLA
+    gathers the whole batch before each of Keras's grouped convs (the anchor: RegNetY004 compiled
+    to 32 all-gathers); ours keep the batch sharded: only reductions cross devices."""
+    import jax
+
+    from keras_regnet import layers
+
+    assert len(jax.devices()) == 2, "XLA_FLAGS=--xla_force_host_platform_device_count=2 is unset"
+    if formulation == "keras_conv":
+        for cls in (layers.GroupedConv2D, layers.PointwiseConv2D):
+            monkeypatch.setattr(cls, "convolution_op", keras.layers.Conv2D.convolution_op)
+    distribution = keras.distribution.DataParallel(devices=jax.devices())
+    keras.distribution.set_distribution(distribution)
+    try:
+        # Every stage at depth 1: the same layer kinds as RegNetY004, a quarter of the compile.
+        model = keras_regnet.RegNet(shallow("RegNetY004"), weights=None, input_shape=(32, 32, 3))
+
+        def loss(trainable, non_trainable, x, y):
+            probabilities, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
+            loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, probabilities))
+            return loss, non_trainable
+
+        def sharded(array):
+            return jax.device_put(array, distribution.get_data_layout(array.shape).backend_layout)
+
+        step = jax.jit(jax.value_and_grad(loss, has_aux=True))
+        x, y = sharded(np.zeros((8, 32, 32, 3), "float32")), sharded(np.zeros((8,), "int32"))
+        hlo = step.lower([v.value for v in model.trainable_variables],
+                         [v.value for v in model.non_trainable_variables], x, y).compile().as_text()
+    finally:
+        keras.distribution.set_distribution(None)
+    all_gathers = re.findall(r"= (\S+) all-gather\(", hlo)
+    assert re.search(r"= \S+ all-reduce\(", hlo)  # the gradients and batch statistics
+    if formulation == "keras_conv":
+        assert len(all_gathers) >= 4  # one per stage's grouped conv at least
+    else:
+        assert all_gathers == []
