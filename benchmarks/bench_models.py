@@ -196,6 +196,16 @@ def keras_regnet_jax(name: str, batch: int, size: int):
     return _keras_regnet_on("jax", name, batch, size, jit_compile=True)
 
 
+def keras_regnet_jax_dp(name: str, batch: int, size: int):
+    """Our builder on JAX under ``keras.distribution.DataParallel`` over every local device: the
+    batch is split across them (it must divide by their number); rates are for the whole batch."""
+    import jax
+    import keras
+
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    return _keras_regnet_on("jax", name, batch, size, jit_compile=True)
+
+
 def keras_regnet_torch(name: str, batch: int, size: int):
     """Our builder on the PyTorch backend (eager: Keras's torch.compile path was slower)."""
     return _keras_regnet_on("torch", name, batch, size)
@@ -211,6 +221,10 @@ CONTENDERS = {
     "pycls": ("pycls, PyTorch eager, channels-last", {}),
     "timm": ("timm, PyTorch eager, channels-last", {}),
     "keras_regnet_jax": ("keras_regnet (JAX, CPU)", {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
+    # On a CPU, two host devices of one core each: what a data-parallel step costs here.
+    "keras_regnet_jax_dp": ("keras_regnet (JAX, DataParallel, 2 CPU devices)",
+                            {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+                             "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
     "keras_regnet_torch": ("keras_regnet (PyTorch)", {"KERAS_BACKEND": "torch"}),
 }
 

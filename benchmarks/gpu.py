@@ -1,4 +1,5 @@
-"""GPU throughput: keras_regnet on the TensorFlow, JAX and PyTorch backends against timm, same card.
+"""GPU throughput: keras_regnet on the TensorFlow, JAX and PyTorch backends against timm, same card,
+and JAX data-parallel over all of the host's GPUs (keras.distribution.DataParallel).
 
 Ready for the day a GPU is at hand; no GPU figure has been measured yet (docs/performance.md).
 Each (contender, precision) runs in its own interpreter through benchmarks/bench_models.py's
@@ -20,7 +21,9 @@ import bench_models  # noqa: E402
 from timing_args import timing_parser  # noqa: E402
 
 # JAX on the GPU: the CPU contender's JAX_PLATFORMS=cpu is dropped.
+# keras_regnet_jax_dp: DataParallel over every GPU of the host (the batch split across them).
 GPU_CONTENDERS = {"keras_regnet": {}, "keras_regnet_jax": {"KERAS_BACKEND": "jax"},
+                  "keras_regnet_jax_dp": {"KERAS_BACKEND": "jax"},
                   "keras_regnet_torch": {"KERAS_BACKEND": "torch"}, "timm": {}}
 
 
