@@ -150,10 +150,10 @@ def _load_keras_file(path: str) -> keras.Model:
     # Served outputs are probabilities: a model that ends in logits gets a softmax.
     probe = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     try:
-        out = np.asarray(network(probe, training=False))
+        out = keras.ops.convert_to_numpy(network(probe, training=False))
     except Exception:  # a fixed input size: probe at it
         shape = network.input_shape[1:]
-        out = np.asarray(network(np.full((2, *shape), 127.0, "float32"), training=False))
+        out = keras.ops.convert_to_numpy(network(np.full((2, *shape), 127.0, "float32"), training=False))
     if not (np.all(out >= 0) and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3)):
         log.warning("%s outputs logits (its rows do not sum to 1): serving adds a softmax", path)
         network = keras.Model(network.inputs, keras.layers.Softmax(name="probabilities")(network.outputs[0]),

@@ -276,11 +276,13 @@ def export_tflite(model, path: str, quantize: str = "none", overwrite: bool = Fa
 def tflite_max_difference(path: str, model, images: np.ndarray) -> float:
     """max |output difference| between a .tflite file (run by LiteRT) and the Keras model,
     image by image."""
+    import keras
+
     from keras_regnet.formats import run_artifact
 
     worst = 0.0
     for image in images:
-        expected = np.asarray(model(image[None], training=False))
+        expected = keras.ops.convert_to_numpy(model(image[None], training=False))
         diff = np.abs(run_artifact(path, image[None]) - expected)
         worst = max(worst, float(np.max(diff)) if np.all(np.isfinite(diff)) else float("inf"))
     return worst

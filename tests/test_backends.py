@@ -126,5 +126,6 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
     assert passed(r"test_logits_equal_tensorflows") == len(VARIANTS), backend
     assert passed(r"test_our_convolution_equals_keras") == 8, backend
     assert passed(r"test_channels_first_predicts_what_channels_last_does") == 1, backend
+    assert passed(r"test_a_saved_logits_model_loads_for_serving") == 1, backend
     jax_only = 3 if backend == "jax" else 0  # 2 data-parallel formulations, the kernel init
     assert passed(r"test_data_parallel_train_step|test_jax_conv_kernels") == jax_only, backend

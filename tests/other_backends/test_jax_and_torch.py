@@ -182,3 +182,20 @@ def test_data_parallel_train_step_gathers_no_activations(formulation, monkeypatc
         assert len(all_gathers) >= 4  # one per stage's grouped conv at least
     else:
         assert all_gathers == []
+
+
+def test_a_saved_logits_model_loads_for_serving_with_a_softmax(tmp_path):
+    """load_deployable (what `keras-regnet export` and presets start from) probes the model on
+    the backend: a logits model gets a softmax (it read outputs with NumPy and failed on
+    PyTorch's tensors that require grad)."""
+    from keras_regnet.deployable import load_deployable
+
+    model = keras_regnet.RegNetX002(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    set_deterministic_weights(model)
+    model.save(tmp_path / "logits.keras")
+    served = load_deployable(str(tmp_path / "logits.keras")).model
+    x = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    logits = keras.ops.convert_to_numpy(model(x))
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(served(x)), expected, rtol=1e-5, atol=1e-6)
