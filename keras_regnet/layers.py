@@ -257,8 +257,8 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     moving variance is updated with the unbiased batch variance, as PyTorch (and so the
     reference) does, on every backend (Keras's own layer takes the biased one), and under a
     distribution strategy the updated statistics are averaged over replicas so that every
-    replica holds the same model. Other backends, masks and non-4D inputs use Keras's
-    computation, with that update.
+    replica holds the same model. Other backends and other layouts use Keras's computation
+    with that update; masked inputs use Keras's layer as it is.
 
     Example:
         >>> bn = FusedBatchNorm(epsilon=1e-5, momentum=0.9)

@@ -38,8 +38,6 @@ REFERENCE_CSV = pathlib.Path(keras_regnet.__file__).parent / "data" / "pycls_mod
 TORCHVISION_PARAMS = {"regnet_x_400mf": 5495976, "regnet_y_800mf": 6432512, "regnet_y_8gf": 39381472}
 
 
-
-
 def keras_backend() -> str:
     import keras  # after keras_regnet (imported above): it turns on TensorFlow's oneDNN kernels
 
