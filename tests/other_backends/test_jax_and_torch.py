@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import time
 
 import keras
 import numpy as np
@@ -98,12 +97,9 @@ def test_channels_first_predicts_what_channels_last_does(tmp_path):
 
 @pytest.fixture(scope="module")
 def tensorflow_logits():
-    """The parent's TensorFlow logits (test_backends.py writes them while this run starts)."""
+    """The parent's TensorFlow logits (test_backends.py writes them before this run starts)."""
     path = os.environ.get("KERAS_REGNET_TF_LOGITS")
     assert path, "KERAS_REGNET_TF_LOGITS is unset: run this folder through test_backends.py"
-    deadline = time.monotonic() + 600
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(1)
     return np.load(path)
 
 
