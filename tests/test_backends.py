@@ -69,7 +69,8 @@ def _outcomes(junit: pathlib.Path) -> dict[str, tuple[str, str]]:
     return outcomes
 
 
-def _start_backend_run(backend: str, folder: pathlib.Path, logits: pathlib.Path) -> subprocess.Popen:
+def _run_backend(backend: str, folder: pathlib.Path, logits: pathlib.Path) -> int:
+    """The backend's pytest in a fresh process, its output in folder/out.txt; its exit code."""
     contract = folder / "test_keras_applications.py"
     contract.write_text(keras_suite_on_our_builders())
     env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
@@ -78,12 +79,13 @@ def _start_backend_run(backend: str, folder: pathlib.Path, logits: pathlib.Path)
            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     env.pop("SKIP_APPLICATIONS_TESTS", None)
     deselected = " and ".join(f"not {test}" for test in LEFT_TO_OTHER_TESTS[backend])
-    return subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-                             "-c", str(ROOT / "pytest.ini"), "--rootdir", str(ROOT),
-                             f"--junitxml={folder / 'junit.xml'}",
-                             "-W", "ignore::pytest.PytestUnknownMarkWarning",
-                             *BACKEND_FILES, str(contract), "-k", deselected],
-                            env=env, cwd=ROOT, stdout=open(folder / "out.txt", "w"), stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+               "-c", str(ROOT / "pytest.ini"), "--rootdir", str(ROOT), f"--junitxml={folder / 'junit.xml'}",
+               "-W", "ignore::pytest.PytestUnknownMarkWarning", *BACKEND_FILES, str(contract),
+               "-k", deselected]
+    with open(folder / "out.txt", "w") as out:
+        return subprocess.run(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                              timeout=1200).returncode
 
 
 def test_suite_on_jax_and_torch(tmp_path):
@@ -93,12 +95,7 @@ def test_suite_on_jax_and_torch(tmp_path):
     write_tensorflow_logits(logits)
     for backend in ("jax", "torch"):
         (tmp_path / backend).mkdir()
-        run = _start_backend_run(backend, tmp_path / backend, logits)
-        try:
-            run.wait(timeout=1200)
-        finally:
-            run.kill()
-        _check_backend_run(backend, tmp_path / backend, run.returncode)
+        _check_backend_run(backend, tmp_path / backend, _run_backend(backend, tmp_path / backend, logits))
 
 
 def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> None:
