@@ -12,27 +12,35 @@ log = logging.getLogger(__name__)
 def split_cpu(replicas: int) -> None:
     """Splits the CPU into ``replicas`` logical devices, so mirrored runs that many replicas.
 
-    Must run before TensorFlow initialises its devices (before any op).
+    Must run before TensorFlow initialises its devices (before any op), unless the process
+    already holds at least ``replicas`` logical CPUs (split earlier, e.g. by a host program
+    running several trainings): mirrored then runs on the first ``replicas`` of them. Lists
+    no device itself: that would start TensorFlow's runtime, before a multi-worker strategy
+    could configure it.
+
+    Example::
+
+        split_cpu(2)  # then: tf.distribute.MirroredStrategy() over 2 CPU replicas
     """
     cpus = tf.config.list_physical_devices("CPU")
-    configured = tf.config.get_logical_device_configuration(cpus[0]) or []
-    if len(configured) == replicas:
-        return
-    try:
-        tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)])
-    except RuntimeError as err:
-        raise RuntimeError(
-            f"--cpu_replicas must be applied before TensorFlow starts running ops: {err}") from err
+    configured = tf.config.get_logical_device_configuration(cpus[0])
+    if (len(configured) if configured else 1) < replicas:  # unsplit: one logical device
+        try:
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)])
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"--cpu_replicas must be applied before TensorFlow starts running ops: {err}") from err
 
 
 def make_strategy(name: str, cpu_replicas: int = 0, tpu: str | None = None) -> tf.distribute.Strategy:
     """``mirrored`` | ``multi_worker`` (TF_CONFIG) | ``tpu`` | ``one_device``."""
-    if cpu_replicas > 1 and name in ("mirrored", "multi_worker"):
+    if cpu_replicas > 0 and name in ("mirrored", "multi_worker"):
         split_cpu(cpu_replicas)
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        cpus = tf.config.list_logical_devices("CPU")[:cpu_replicas or None]
+        devices = [d.name for d in gpus or cpus]
         strategy = tf.distribute.MirroredStrategy(devices)
     elif name == "multi_worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
