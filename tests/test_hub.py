@@ -247,14 +247,21 @@ def test_cli_preset_loads_through_keras_hub_in_fresh_processes(tmp_path):
 
 @pytest.mark.tensorflow_only("the example trains with the TensorFlow trainer")
 @pytest.mark.slow
-def test_transfer_learning_example_runs_as_documented(tmp_path):
+def test_transfer_learning_example_runs_as_documented(tmp_path, monkeypatch):
     """`python training/transfer_learning.py` (docs/kerashub.md), shortened: it writes the
-    preset, fine-tunes through KerasHub's from_preset(num_classes=5) and reports both runs."""
+    preset, fine-tunes through KerasHub's from_preset(num_classes=5) and reports both runs.
+    The script runs as ``__main__`` in this process (its imports and registration are the
+    package's: fresh-process loading is test_cli_preset_loads_through_keras_hub_in_fresh_processes)."""
+    import runpy
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "training", "transfer_learning.py")
     out = tmp_path / "transfer"
-    subprocess.run([sys.executable, os.path.join(root, "training", "transfer_learning.py"), "--out", str(out),
-                    "--source_epochs", "1", "--target_epochs", "1", "--shots", "2"],
-                   check=True, timeout=600, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [script, "--out", str(out), "--source_epochs", "1",
+                                      "--target_epochs", "1", "--shots", "2"])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the checkout first
+    runpy.run_path(script, run_name="__main__")
     result = json.loads((out / "transfer.json").read_text())
     assert result["target_train_images"] == 10 and result["target_val_images"] > 100
     # The preset it wrote is the model it scored: loaded back through KerasHub, it gets the
