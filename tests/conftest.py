@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import http.server
+import itertools
 import os
 import pathlib
 import subprocess
@@ -78,6 +79,23 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
+
+
+_tests_run = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def fresh_collective_keys():
+    """Every test's mirrored strategies take collective group keys no earlier test in this
+    process used: TensorFlow numbers each strategy's groups from the same start, and a
+    3-replica run in a process where a 2-replica run made group 1 fails to join it
+    ("joining a group with size3, but that group has size 2"). `_collective_key_base` is
+    the attribute TensorFlow keeps for tests to do this."""
+    if keras_backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.distribute.MirroredStrategy._collective_key_base = 100_000 * next(_tests_run)
+    yield
 
 
 @pytest.fixture(scope="session")
