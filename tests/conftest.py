@@ -45,14 +45,16 @@ def keras_backend() -> str:
     return keras.backend.backend()
 
 
+ON_TENSORFLOW = keras_backend() == "tensorflow"
+
 # The JAX/PyTorch-only checks: test_backends.py runs them in one fresh pytest per backend.
-collect_ignore = ["other_backends"] if keras_backend() == "tensorflow" else []
+collect_ignore = ["other_backends"] if ON_TENSORFLOW else []
 
 # Three logical CPUs in every test process, split before TensorFlow runs an op: mirrored
 # trainer runs of 1-3 replicas then run in the test's own process (on the first N of them);
 # only what needs a fresh process (a kill, several workers, the user's console) starts one.
 TEST_PROCESS_CPU_REPLICAS = 3
-if keras_backend() == "tensorflow":
+if ON_TENSORFLOW:
     from keras_regnet.training.distribute import split_cpu
 
     split_cpu(TEST_PROCESS_CPU_REPLICAS)
@@ -67,7 +69,7 @@ def pytest_addoption(parser):
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``conversion_matrix`` are deselected unless --conversion-matrix is given;
     on JAX and PyTorch, tests marked ``tensorflow_only(reason)`` are skipped, saying why."""
-    if keras_backend() != "tensorflow":
+    if not ON_TENSORFLOW:
         for item in items:
             marker = item.get_closest_marker("tensorflow_only")
             if marker:
@@ -91,7 +93,7 @@ def fresh_collective_keys():
     3-replica run in a process where a 2-replica run made group 1 fails to join it
     ("joining a group with size3, but that group has size 2"). `_collective_key_base` is
     the attribute TensorFlow keeps for tests to do this."""
-    if keras_backend() == "tensorflow":
+    if ON_TENSORFLOW:
         import tensorflow as tf
 
         tf.distribute.MirroredStrategy._collective_key_base = 100_000 * next(_tests_run)

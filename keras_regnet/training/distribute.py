@@ -13,8 +13,10 @@ def split_cpu(replicas: int) -> None:
     """Splits the CPU into ``replicas`` logical devices, so mirrored runs that many replicas.
 
     Must run before TensorFlow initialises its devices (before any op), unless the process
-    already holds at least ``replicas`` logical CPUs (split earlier, e.g. by a host program
-    running several trainings): mirrored then runs on the first ``replicas`` of them. Lists
+    already holds at least ``replicas`` logical CPUs (split earlier): mirrored then runs on
+    the first ``replicas`` of them. One process can train at one replica count only:
+    TensorFlow numbers every mirrored strategy's collective groups from the same key, so a
+    later strategy of another size fails to join them. Lists
     no device itself: that would start TensorFlow's runtime, before a multi-worker strategy
     could configure it.
 
