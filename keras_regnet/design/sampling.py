@@ -35,15 +35,22 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float, quantum: flo
     return round(value / quantum) * quantum
 
 
+def _pick(rng: np.random.Generator, options: tuple[int, ...]) -> int:
+    """One of ``options``, uniformly: the draw ``rng.choice(options)`` makes (same stream, so
+    the same samples for a seed), without its array conversion (8x faster; sampling spends
+    most of its time drawing candidates)."""
+    return int(options[int(rng.integers(len(options)))])
+
+
 def _anynet_candidate(space: str, rng: np.random.Generator) -> AnyNetSpec | None:
     depths = [int(rng.integers(1, MAX_DEPTH + 1)) for _ in range(STAGES)]
     widths = [int(_log_uniform(rng, 8, MAX_WIDTH, 8)) for _ in range(STAGES)]
     shared_b = space != "AnyNetXA"
     shared_g = space in ("AnyNetXC", "AnyNetXD", "AnyNetXE")
-    b = [int(rng.choice(BOTTLENECK_RATIOS))] * STAGES if shared_b else \
-        [int(rng.choice(BOTTLENECK_RATIOS)) for _ in range(STAGES)]
-    g = [int(rng.choice(GROUP_WIDTHS))] * STAGES if shared_g else \
-        [int(rng.choice(GROUP_WIDTHS)) for _ in range(STAGES)]
+    b = [_pick(rng, BOTTLENECK_RATIOS)] * STAGES if shared_b else \
+        [_pick(rng, BOTTLENECK_RATIOS) for _ in range(STAGES)]
+    g = [_pick(rng, GROUP_WIDTHS)] * STAGES if shared_g else \
+        [_pick(rng, GROUP_WIDTHS) for _ in range(STAGES)]
     if space in ("AnyNetXD", "AnyNetXE"):
         widths.sort()  # D: w_{i+1} >= w_i
     if space == "AnyNetXE":
@@ -61,7 +68,7 @@ def _regnet_candidate(space: str, rng: np.random.Generator) -> RegNetSpec | None
         wa=round(_log_uniform(rng, *WA_RANGE, 0.1), 1),
         wm=round(_log_uniform(rng, *WM_RANGE, 0.001), 3),
         depth=int(rng.integers(DEPTH_RANGE[0], DEPTH_RANGE[1] + 1)),
-        group_width=int(rng.choice(REGNET_GROUP_WIDTHS)),
+        group_width=_pick(rng, REGNET_GROUP_WIDTHS),
         se_ratio=0.25 if space == "RegNetY" else 0.0,
     )
     return spec if spec.num_stages == STAGES else None  # the 4-stage rule
