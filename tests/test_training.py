@@ -752,11 +752,11 @@ def test_digits_accuracy_floor_that_every_earlier_trainer_met(demo_dir, tmp_path
     assert labels == [str(i) for i in range(10)]
     # The int8 files the run wrote (calibrated on its training images), each run by its own
     # runtime on the validation split. Measured on a 2-core AMD EPYC (AVX2; docs/deploy.md):
-    # 2 (LiteRT), 5 (ONNX Runtime) and 4 (OpenVINO) of the 360 images below float32, and
-    # OpenVINO 10 in another run (2026-12-02; the cause of that spread, run to run on one
-    # machine, is not pinned down yet); the goal is within half a point
-    # (issue 20, open). These bounds guard what is reached, with room for that spread and
-    # other CPUs' int8 kernels (a broken calibration loses tens of points).
+    # 2, 3 and 6 of the 360 images below float32 (LiteRT, ONNX Runtime, OpenVINO; OpenVINO 10 in
+    # another run). This 75% model's close calls make int8 flip many predictions either way;
+    # the half-point goal is measured on the demo's 40-epoch model (0-1 changed predictions),
+    # too long a run for the suite. These bounds catch a broken calibration (tens of points)
+    # with room for that spread and for other CPUs' int8 kernels.
     worst_drop = {".tflite": 2.0, ".onnx": 2.5, ".xml": 4.0}
     for suffix, bound in worst_drop.items():
         top1 = _artifact_top1(str(tmp_path / "run" / "export" / f"regnetx002_int8{suffix}"), demo_dir)
