@@ -8,7 +8,9 @@ of --repeats calls after warm-up; prints the CPU and a table, no assertion. ``--
 puts the table into docs/deploy.md.
 
 ``--int8`` adds the int8 files (LiteRT full integer, ONNX Runtime QDQ, OpenVINO from the QDQ file),
-calibrated on 32 demo images, and a second table: fp32 vs int8 per runtime, with the speed-up
+calibrated on 32 demo images, PyTorch's own int8 path (timm's network through torch.ao's FX
+post-training quantisation, x86 backend, calibrated in its worker on random pixels: latency does
+not depend on them), and a second table: fp32 vs int8 per runtime, with the speed-up
 (``--write-docs`` then writes that table only).
 
     python benchmarks/bench_deploy.py --models RegNetX004 RegNetY032
@@ -41,7 +43,8 @@ RUNTIMES = {  # name -> (column title, environment)
     "timm": ("PyTorch eager (timm)", {}),
 }
 INT8_RUNTIMES = {"onnxruntime_int8": ("onnxruntime int8 (QDQ)", {}), "litert_int8": ("LiteRT int8", {}),
-                 "openvino_int8": ("OpenVINO int8 (from QDQ)", {})}
+                 "openvino_int8": ("OpenVINO int8 (from QDQ)", {}),
+                 "timm_int8": ("PyTorch int8 (timm, torch.ao FX, x86)", {})}
 FILES = {"tf_onednn_off": "saved_model", "tf_onednn_on": "saved_model", "onnxruntime": "onnx",
          "litert": "litert", "openvino": "openvino", "onnxruntime_int8": "onnx_int8",
          "litert_int8": "litert_int8", "openvino_int8": "openvino_int8"}
@@ -60,13 +63,15 @@ def _median_ms(call, repeats: int, warmup: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def _runner(runtime: str, path: str, model: str):
+def _runner(runtime: str, path: str, model: str, size: int = 224):
     """A function images -> probabilities, built the way the runtime's users build it."""
     if runtime.startswith("tf_"):
         import tensorflow as tf
 
         serve = tf.saved_model.load(path).signatures["serving_default"]
         return lambda x: serve(images=tf.constant(x))["probabilities"].numpy()
+    if runtime == "timm_int8":
+        return _torch_int8_runner(model, size)
     runtime = runtime.removesuffix("_int8")  # the same runtime, an int8 file
     if runtime == "onnxruntime":
         import onnxruntime as ort
@@ -122,10 +127,41 @@ def _runner(runtime: str, path: str, model: str):
     raise ValueError(f"unknown runtime {runtime!r}")
 
 
+def _torch_int8_runner(model: str, size: int):
+    """timm's network quantised by PyTorch itself: torch.ao's FX graph-mode post-training
+    quantisation (x86 backend: per-channel int8 weights, uint8 activations), calibrated on 8
+    batches of random pixels. torch.ao.quantization is deprecated in favour of torchao, which
+    is not installed here; it still ships and runs in this torch."""
+    import warnings
+
+    import timm
+    import torch
+
+    torch.set_num_threads(THREADS)
+    net = timm.create_model(TIMM_NAMES[model], pretrained=False).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its deprecation notice, once per call
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        example = torch.rand(1, 3, size, size) * 255
+        prepared = prepare_fx(net, get_default_qconfig_mapping("x86"), (example,))
+        with torch.inference_mode():
+            for _ in range(8):
+                prepared(torch.rand(4, 3, size, size) * 255)
+        quantized = convert_fx(prepared)
+
+    def run(x):
+        with torch.inference_mode():
+            tensor = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+            return quantized(tensor).softmax(-1).numpy()
+    return run
+
+
 def worker(runtime: str, path: str, model: str, size: int, repeats: int) -> dict:
     import numpy as np
 
-    run = _runner(runtime, path, model)
+    run = _runner(runtime, path, model, size)
     rng = np.random.default_rng(0)
     result = {}
     for batch, reps, warm in ((1, repeats * 4, 3), (32, repeats, 1)):
@@ -179,7 +215,7 @@ def int8_table(results: dict, cpu: str) -> str:
     lines = [f"Batch-1 / batch-32 latency in ms (median), 224x224, {THREADS} threads; {cpu}.", "",
              "| model | runtime | fp32 | int8 | int8 speed-up |", "|---|---|---:|---:|---:|"]
     for model, per in results.items():
-        for fp32 in ("litert", "onnxruntime", "openvino"):
+        for fp32 in ("litert", "onnxruntime", "openvino", "timm"):
             q = per.get(f"{fp32}_int8")
             if fp32 not in per or q is None:
                 continue
@@ -187,7 +223,7 @@ def int8_table(results: dict, cpu: str) -> str:
             lines.append(f"| {model} | {RUNTIMES[fp32][0]} | {f['b1_ms']:.1f} / {f['b32_ms']:.0f} | "
                          f"{q['b1_ms']:.1f} / {q['b32_ms']:.0f} | {f['b1_ms'] / q['b1_ms']:.2f}x / "
                          f"{f['b32_ms'] / q['b32_ms']:.2f}x |")
-        if "timm" in per:
+        if "timm" in per and "timm_int8" not in per:
             t = per["timm"]
             timm = f"{t['b1_ms']:.1f} / {t['b32_ms']:.0f}"
             lines.append(f"| {model} | {RUNTIMES['timm'][0]} | {timm} | - | - |")

@@ -28,7 +28,8 @@ SMOKE = {
     # The TF SavedModel workers are left out here (served by plain TensorFlow in test_export.py).
     "benchmarks/bench_deploy.py": (["--models", "RegNetX002", "--size", "32", "--repeats", "1", "--int8",
                                     "--runtimes", "onnxruntime", "litert", "openvino", "timm"],
-                                   r"int8 speed-up[\s\S]*\| RegNetX002 \| OpenVINO \| .* \| .*x \|"),
+                                   r"int8 speed-up[\s\S]*\| RegNetX002 \| OpenVINO \| .* \| .*x \|"
+                                   r"[\s\S]*\| RegNetX002 \| PyTorch eager \(timm\) \| .* \| .*x \|"),
     "benchmarks/bench_export.py": (["--model", "RegNetX002", "--batch", "2", "--warmup", "0",
                                     "--repeats", "1"], r"SavedModel"),
     "benchmarks/bench_import_order.py": ([*TINY, "--model", "RegNetX002", "--rounds", "1"], r"RegNetX002"),
