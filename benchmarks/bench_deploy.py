@@ -112,19 +112,30 @@ def _runner(runtime: str, path: str, model: str, size: int = 224):
                                                          "INFERENCE_NUM_THREADS": THREADS})
         return lambda x: compiled(x)[0]
     if runtime == "timm":
-        import timm
         import torch
 
-        torch.set_num_threads(THREADS)
-        net = timm.create_model(TIMM_NAMES[model], pretrained=False).eval()
-        net = net.to(memory_format=torch.channels_last)
-
-        def run(x):
-            with torch.inference_mode():
-                tensor = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-                return net(tensor).softmax(-1).numpy()
-        return run
+        return _torch_runner(_timm_net(model).to(memory_format=torch.channels_last))
     raise ValueError(f"unknown runtime {runtime!r}")
+
+
+def _timm_net(model: str):
+    """timm's network of ``model`` (random weights), on THREADS threads, for inference."""
+    import timm
+    import torch
+
+    torch.set_num_threads(THREADS)
+    return timm.create_model(TIMM_NAMES[model], pretrained=False).eval()
+
+
+def _torch_runner(net):
+    """images (NHWC float32) -> probabilities through a PyTorch network, channels-last."""
+    import torch
+
+    def run(x):
+        with torch.inference_mode():
+            tensor = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+            return net(tensor).softmax(-1).numpy()
+    return run
 
 
 def _torch_int8_runner(model: str, size: int):
@@ -134,11 +145,9 @@ def _torch_int8_runner(model: str, size: int):
     is not installed here; it still ships and runs in this torch."""
     import warnings
 
-    import timm
     import torch
 
-    torch.set_num_threads(THREADS)
-    net = timm.create_model(TIMM_NAMES[model], pretrained=False).eval()
+    net = _timm_net(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation notice, once per call
         from torch.ao.quantization import get_default_qconfig_mapping
@@ -149,13 +158,7 @@ def _torch_int8_runner(model: str, size: int):
         with torch.inference_mode():
             for _ in range(8):
                 prepared(torch.rand(4, 3, size, size) * 255)
-        quantized = convert_fx(prepared)
-
-    def run(x):
-        with torch.inference_mode():
-            tensor = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-            return quantized(tensor).softmax(-1).numpy()
-    return run
+        return _torch_runner(convert_fx(prepared))
 
 
 def worker(runtime: str, path: str, model: str, size: int, repeats: int) -> dict:
@@ -199,9 +202,9 @@ def export_all(model_name: str, directory: str, size: int, int8: bool = False) -
     return paths
 
 
-def table(results: dict, cpu: str) -> str:
+def table(results: dict, cpu: str, size: int) -> str:
     columns = [r for r in RUNTIMES if any(r in per for per in results.values())]
-    lines = [f"Batch-1 / batch-32 latency in ms (median), 224x224, float32, {THREADS} threads; {cpu}.",
+    lines = [f"Batch-1 / batch-32 latency in ms (median), {size}x{size}, float32, {THREADS} threads; {cpu}.",
              "", "| model | " + " | ".join(RUNTIMES[c][0] for c in columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
     for model, per in results.items():
@@ -210,9 +213,9 @@ def table(results: dict, cpu: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def int8_table(results: dict, cpu: str) -> str:
+def int8_table(results: dict, cpu: str, size: int) -> str:
     """fp32 vs int8 per runtime, with the speed-up, beside PyTorch eager (timm) fp32."""
-    lines = [f"Batch-1 / batch-32 latency in ms (median), 224x224, {THREADS} threads; {cpu}.", "",
+    lines = [f"Batch-1 / batch-32 latency in ms (median), {size}x{size}, {THREADS} threads; {cpu}.", "",
              "| model | runtime | fp32 | int8 | int8 speed-up |", "|---|---|---:|---:|---:|"]
     for model, per in results.items():
         for fp32 in ("litert", "onnxruntime", "openvino", "timm"):
@@ -268,10 +271,11 @@ def main() -> None:
                     script=__file__)
                 print(model, runtime, results[model][runtime], flush=True)
     cpu = cpu_model()
-    text = table({m: {r: v for r, v in per.items() if r in RUNTIMES} for m, per in results.items()}, cpu)
+    float32 = {m: {r: v for r, v in per.items() if r in RUNTIMES} for m, per in results.items()}
+    text = table(float32, cpu, args.size)
     print(text)
     if args.int8:
-        quantized = int8_table(results, cpu)
+        quantized = int8_table(results, cpu, args.size)
         print(quantized)
     if args.write_docs:  # an --int8 run writes its own table (its models may differ)
         write_docs(quantized, "int8-latency") if args.int8 else write_docs(text)
