@@ -108,7 +108,8 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
     assert not failed and returncode == 0, f"{backend}: {failed}\n{output[-5000:]}"
     # A skip would hide a failure: only TensorFlow-only tests, and (on PyTorch) the JAX-only ones.
     allowed = ("TensorFlow only: ", "XLA's SPMD partitioning: the JAX backend only",
-               "Keras's kernels drawn on the host: the JAX backend only")
+               "Keras's kernels drawn on the host: the JAX backend only",
+               "PyTorch's fused batch norm: the PyTorch backend only")
     skipped = {t: m for t, (o, m) in outcomes.items() if o == "skipped" and not m.startswith(allowed)}
     assert not skipped, (backend, skipped)
 
@@ -124,3 +125,4 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
     assert passed(r"test_a_saved_logits_model_loads_for_serving") == 1, backend
     jax_only = 3 if backend == "jax" else 0  # 2 data-parallel formulations, the kernel init
     assert passed(r"test_data_parallel_train_step|test_jax_conv_kernels") == jax_only, backend
+    assert passed(r"test_torch_fused_batch_norm") == (2 if backend == "torch" else 0), backend

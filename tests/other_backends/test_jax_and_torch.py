@@ -95,6 +95,41 @@ def test_channels_first_predicts_what_channels_last_does(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * max(1.0, scale))
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's fused batch norm: the PyTorch backend only")
+@pytest.mark.parametrize("axis", [-1, 1], ids=["channels_last", "channels_first"])
+def test_torch_fused_batch_norm_equals_keras_composition(axis):
+    """FusedBatchNorm in training on PyTorch runs PyTorch's fused kernels: the same outputs,
+    gradients (input, gamma, beta) and moving averages (unbiased variance) as Keras's
+    composition of it."""
+    import torch
+
+    from keras_regnet.layers import FusedBatchNorm
+
+    shape = (4, 7, 5, 6) if axis == -1 else (4, 6, 7, 5)
+    rng = np.random.default_rng(0)
+    x = rng.normal(2, 3, size=shape).astype("float32")
+    weights = rng.normal(size=shape).astype("float32")
+    statistics = [rng.uniform(0.5, 1.5, 6), rng.normal(0, 0.5, 6), rng.normal(0, 0.3, 6),
+                  rng.uniform(0.5, 2, 6)]  # gamma, beta, moving mean and variance
+
+    def run(fused: bool) -> list[np.ndarray]:
+        bn = FusedBatchNorm(axis=axis, epsilon=1e-5, momentum=0.9)
+        bn.build(shape)
+        bn.set_weights([s.astype("float32") for s in statistics])
+        x_tensor = torch.tensor(x, requires_grad=True)
+        assert bn._torch_fusable(x_tensor, True, None)  # the fused kernel runs, or this proves nothing
+        if not fused:
+            bn._torch_fusable = lambda *args: False
+        y = bn(x_tensor, training=True)
+        (y * torch.tensor(weights)).sum().backward()
+        return [y.detach().numpy(), x_tensor.grad.numpy(), bn.gamma.value.grad.numpy(),
+                bn.beta.value.grad.numpy(), *(keras.ops.convert_to_numpy(v) for v in
+                                              (bn.moving_mean, bn.moving_variance))]
+
+    for ours, theirs in zip(run(True), run(False)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(theirs))))
+
+
 @pytest.fixture(scope="module")
 def tensorflow_logits():
     """The parent's TensorFlow logits (test_backends.py writes them before this run starts)."""
