@@ -11,7 +11,8 @@ puts the table into docs/deploy.md.
 calibrated on 32 demo images, PyTorch's own int8 path (timm's network through torch.ao's FX
 post-training quantisation, x86 backend, calibrated in its worker on random pixels: latency does
 not depend on them), and a second table: fp32 vs int8 per runtime, with the speed-up
-(``--write-docs`` then writes that table only).
+(``--write-docs`` then writes that table only, into the block of docs/deploy.md for CPUs with
+VNNI or for those without: int8 kernels gain far more with it).
 
     python benchmarks/bench_deploy.py --models RegNetX004 RegNetY032
     python benchmarks/bench_deploy.py --models RegNetX004 RegNetY004 --int8 --write-docs
@@ -202,6 +203,24 @@ def export_all(model_name: str, directory: str, size: int, int8: bool = False) -
     return paths
 
 
+def int8_instructions() -> str:
+    """The CPU's int8 dot-product instructions, which decide what an int8 kernel can gain: VNNI
+    multiplies and accumulates 8-bit values in one instruction, AMX in tiles; AVX2 has neither."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo")
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    found = [label for flag, label in (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"),
+                                       ("avx_vnni", "AVX-VNNI")) if flag in flags]
+    return ", ".join(found) if found else "no VNNI or AMX"
+
+
+def int8_docs_block(instructions: str) -> str:
+    """Each class of CPU keeps its own int8 table in docs/deploy.md: with and without VNNI."""
+    return "int8-latency" if instructions == "no VNNI or AMX" else "int8-latency-vnni"
+
+
 def table(results: dict, cpu: str, size: int) -> str:
     columns = [r for r in RUNTIMES if any(r in per for per in results.values())]
     lines = [f"Batch-1 / batch-32 latency in ms (median), {size}x{size}, float32, {THREADS} threads; {cpu}.",
@@ -271,14 +290,15 @@ def main() -> None:
                     script=__file__)
                 print(model, runtime, results[model][runtime], flush=True)
     cpu = cpu_model()
+    instructions = int8_instructions()
     float32 = {m: {r: v for r, v in per.items() if r in RUNTIMES} for m, per in results.items()}
     text = table(float32, cpu, args.size)
     print(text)
     if args.int8:
-        quantized = int8_table(results, cpu, args.size)
+        quantized = int8_table(results, f"{cpu} (int8 instructions: {instructions})", args.size)
         print(quantized)
     if args.write_docs:  # an --int8 run writes its own table (its models may differ)
-        write_docs(quantized, "int8-latency") if args.int8 else write_docs(text)
+        write_docs(quantized, int8_docs_block(instructions)) if args.int8 else write_docs(text)
 
 
 if __name__ == "__main__":
