@@ -203,6 +203,9 @@ def export_all(model_name: str, directory: str, size: int, int8: bool = False) -
     return paths
 
 
+NO_INT8_INSTRUCTIONS = "no VNNI or AMX"
+
+
 def int8_instructions() -> str:
     """The CPU's int8 dot-product instructions, which decide what an int8 kernel can gain: VNNI
     multiplies and accumulates 8-bit values in one instruction, AMX in tiles; AVX2 has neither."""
@@ -213,12 +216,12 @@ def int8_instructions() -> str:
         flags = []
     found = [label for flag, label in (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX-512 VNNI"),
                                        ("avx_vnni", "AVX-VNNI")) if flag in flags]
-    return ", ".join(found) if found else "no VNNI or AMX"
+    return ", ".join(found) if found else NO_INT8_INSTRUCTIONS
 
 
 def int8_docs_block(instructions: str) -> str:
     """Each class of CPU keeps its own int8 table in docs/deploy.md: with and without VNNI."""
-    return "int8-latency" if instructions == "no VNNI or AMX" else "int8-latency-vnni"
+    return "int8-latency" if instructions == NO_INT8_INSTRUCTIONS else "int8-latency-vnni"
 
 
 def table(results: dict, cpu: str, size: int) -> str:
