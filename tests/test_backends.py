@@ -90,19 +90,14 @@ def _run_backend(backend: str, folder: pathlib.Path, logits: pathlib.Path) -> in
                               timeout=1200).returncode
 
 
-@pytest.fixture(scope="module")
-def tensorflow_logits(tmp_path_factory) -> pathlib.Path:
-    """The TensorFlow logits both backend runs compare with, written once per worker process."""
-    logits = tmp_path_factory.mktemp("tensorflow") / "tensorflow_logits.npz"
+def test_suite_on_jax_and_torch(tmp_path):
+    """The TensorFlow logits first, then each backend's run, one process at a time: runs side by
+    side made the suite's other tests 1.5-3x slower (the backends' thread pools compete)."""
+    logits = tmp_path / "tensorflow_logits.npz"
     write_tensorflow_logits(logits)
-    return logits
-
-
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_suite_on_backend(backend, tensorflow_logits, tmp_path):
-    """One backend's run: a test each, so that pytest-xdist can hand them to different workers
-    (as one test, the two runs were the suite's longest, 734 s, and could start last)."""
-    _check_backend_run(backend, tmp_path, _run_backend(backend, tmp_path, tensorflow_logits))
+    for backend in ("jax", "torch"):
+        (tmp_path / backend).mkdir()
+        _check_backend_run(backend, tmp_path / backend, _run_backend(backend, tmp_path / backend, logits))
 
 
 def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> None:

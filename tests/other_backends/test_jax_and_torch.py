@@ -2,7 +2,7 @@
 channels-last, every variant's logits equal TensorFlow's, and (JAX) a data-parallel train step
 keeps its batch sharded.
 
-Not collected by the TensorFlow run: ``test_backends.py::test_suite_on_backend`` runs this
+Not collected by the TensorFlow run: ``test_backends.py::test_suite_on_jax_and_torch`` runs this
 folder, with the model, layer, pyramid and KerasHub tests and Keras's own applications suite,
 in one fresh pytest per backend (KERAS_BACKEND=jax / torch). That parent also writes the
 TensorFlow logits the variant test compares with (``KERAS_REGNET_TF_LOGITS``).
