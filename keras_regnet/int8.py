@@ -5,7 +5,8 @@ images (LiteRT's full-integer file is :func:`keras_regnet.export.export_tflite`)
   ONNX Runtime's ``quantize_static``, QDQ format: per-channel int8 weights, uint8
   activations whose ranges are measured on the calibration batch, QuantizeLinear /
   DequantizeLinear pairs around each quantised op (every ONNX runtime reads them; ONNX Runtime
-  fuses them into its int8 kernels); the residual adds and the final softmax stay float.
+  fuses them into its int8 kernels); the adds (residual and the input normalisation's) and
+  the final softmax stay float.
 - OpenVINO: that QDQ file converted by OpenVINO (FakeQuantize nodes that its CPU plugin runs
   as int8 kernels).
 
@@ -65,9 +66,10 @@ def export_onnx_int8(model, path: str, calibration: np.ndarray, overwrite: bool 
         # A quantised softmax outputs multiples of 1/256: over 1000 classes most probabilities
         # round to 0 and close calls tie. It stays float (on dequantised logits).
         softmax = [node.name for node in graph.node if node.op_type == "Softmax"]
-        # The residual adds stay float too (dequantised inputs, a float add and ReLU, then
-        # quantised for the next conv): ONNX Runtime's QLinearAdd cost 39% of RegNetX004's int8
-        # time at batch 32 (100 ms against 25 ms for the float Add) on an AVX-512 VNNI Xeon.
+        # Every Add stays float too, the residual ones (dequantised inputs, a float add and
+        # ReLU, then quantised for the next conv) and the input normalisation's: ONNX Runtime's
+        # QLinearAdd cost 39% of RegNetX004's int8 time at batch 32 (100 ms against 25 ms for
+        # the float Add) on an AVX-512 VNNI Xeon.
         adds = [node.name for node in graph.node if node.op_type == "Add"]
         staged = os.path.join(staging, os.path.basename(path))
         with quiet_converters():
