@@ -10,7 +10,8 @@ from keras_regnet.preprocessing import EvalTransform
 from keras_regnet.variants import get_variant
 
 RECIPES = ("pycls", "modern")
-STRATEGIES = ("mirrored", "multi_worker", "tpu", "one_device")
+# data_parallel: keras.distribution.DataParallel on the JAX backend; the others tf.distribute.
+STRATEGIES = ("mirrored", "multi_worker", "tpu", "one_device", "data_parallel")
 PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
 EXPORT_FORMATS = ("saved_model", "onnx", "litert", "openvino", "onnx_int8", "litert_int8", "openvino_int8")
 
@@ -87,7 +88,13 @@ class TrainConfig:
     tfds_name: str | None = _option(None, "read a prepared TFDS dataset, e.g. imagenet2012")
     model_dir: str | None = _option(None, "checkpoints, logs, metrics.json, final weights, export/; "
                                     "unset: runs/<model> (the demo: runs/demo)")
-    strategy: str = _option("mirrored", "tf.distribute strategy", STRATEGIES)
+    strategy: str = _option("mirrored", "tf.distribute strategy, or data_parallel: keras.distribution."
+                            "DataParallel with KERAS_BACKEND=jax", STRATEGIES)
+    num_processes: int = _option(1, "--strategy data_parallel: processes in the job (one per host, "
+                                 "or per GPU), each started with its --process_id")
+    process_id: int = _option(0, "--strategy data_parallel: this process's index, 0 .. num_processes-1")
+    coordinator_address: str | None = _option(None, "--strategy data_parallel with several processes: "
+                                              "HOST:PORT of process 0, where the others join")
     epochs: int = _option(100, "training epochs")
     batch_size: int = _option(1024, "global batch size (split over the replicas)")
     image_size: int = _option(224, "training crop and eval crop size")
@@ -140,6 +147,15 @@ class TrainConfig:
             raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}.")
         if self.recipe not in RECIPES:
             raise ValueError(f"--recipe must be one of {RECIPES}, got {self.recipe!r}.")
+        if self.num_processes < 1 or not 0 <= self.process_id < self.num_processes:
+            raise ValueError(f"--process_id must lie in 0 .. --num_processes - 1; got {self.process_id} "
+                             f"of {self.num_processes}.")
+        if self.num_processes > 1 and (self.strategy != "data_parallel" or not self.coordinator_address):
+            raise ValueError("--num_processes > 1 needs --strategy data_parallel and --coordinator_address "
+                             "HOST:PORT (process 0's); tf.distribute's workers read TF_CONFIG instead.")
+        if self.strategy == "data_parallel" and self.precision == "mixed_float16":
+            raise ValueError("--strategy data_parallel trains in fp32 or mixed_bfloat16 (float16 needs "
+                             "loss scaling, which only the tf.distribute loop does).")
         if self.image_size < 32:
             raise ValueError(f"--image_size must be at least 32, got {self.image_size}.")
         if self.epochs < 1 or self.batch_size < 1:
@@ -217,9 +233,16 @@ class PipelineConfig:
     num_shards: int = 1  # input pipelines (workers) ...
     shard_index: int = 0  # ... and this one's index
     skip_batches: int = 0  # a resumed epoch skips what it already trained on
+    # Training: this pipeline decodes only rows [i * B / n, (i + 1) * B / n) of every batch
+    # of batch_size B (slice i of n), so n processes together see the very batches one would.
+    slices: int = 1
+    slice_index: int = 0
     crop_area_min: float = 0.08
     flip: bool = True
 
     def __post_init__(self) -> None:
         if self.eval_transform is None:
             object.__setattr__(self, "eval_transform", EvalTransform.for_size(self.image_size))
+        if self.batch_size % self.slices or not 0 <= self.slice_index < self.slices:
+            raise ValueError(f"batch {self.batch_size} has no slice {self.slice_index} of {self.slices} "
+                             f"equal slices.")

@@ -170,6 +170,9 @@ def _transform_and_batch(ds, p: PipelineConfig) -> tf.data.Dataset:
         ds = ds.enumerate()
         if p.skip_batches:
             ds = ds.skip(p.skip_batches * p.batch_size)
+        rows = p.batch_size // p.slices
+        if p.slices > 1:  # the records are read by every slice, decoded by one
+            ds = ds.filter(lambda i, _: (i % p.batch_size) // rows == p.slice_index)
         ds = ds.map(lambda i, example: (
             train_image(example[0], p.image_size, p.crop_area_min, p.flip,
                         seed=tf.stack([tf.constant(p.seed, tf.int64), i])), example[1]),
@@ -178,7 +181,7 @@ def _transform_and_batch(ds, p: PipelineConfig) -> tf.data.Dataset:
         # THE eval transform: the exported serving_bytes signature runs the same function.
         ds = ds.map(lambda e, y: (eval_crop(decode_rgb(e), p.eval_transform), y),
                     num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(p.batch_size, drop_remainder=p.training)
+    ds = ds.batch(p.batch_size // p.slices if p.training else p.batch_size, drop_remainder=p.training)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

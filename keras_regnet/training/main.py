@@ -110,7 +110,18 @@ def _train() -> int:
 
         benchmark_input(config)
         return 0
-    from keras_regnet.training.loop import run
+    import keras
+
+    on_jax = config.strategy == "data_parallel"
+    if (keras.backend.backend() == "jax") != on_jax:
+        raise ValueError(f"--strategy {config.strategy} does not run on the {keras.backend.backend()} "
+                         f"backend: "
+                         f"KERAS_BACKEND=jax trains with --strategy data_parallel, KERAS_BACKEND=tensorflow "
+                         f"with the tf.distribute strategies.")
+    if on_jax:
+        from keras_regnet.training.jax_loop import run
+    else:
+        from keras_regnet.training.loop import run
 
     run(config)
     return 0
