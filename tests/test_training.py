@@ -723,8 +723,9 @@ def test_digits_accuracy_floor_that_every_earlier_trainer_met(demo_dir, tmp_path
     """The digits TFRecords with the library's default augmentation (Inception crops from 8% of
     the area, flips), 15 epochs at batch 64 on 2 replicas: every trainer since the first one
     (2026-11-26) ended at 74-76% validation top-1 on a 2-core AMD EPYC (docs/training.md).
-    The same run's console, its export (served answers equal the trainer's) and a second
-    export of its directory from the CLI are checked too."""
+    The same run's console, its export (served answers equal the trainer's), a second export
+    of its directory from the CLI, its int8 files and those of a model fine-tuned from it are
+    checked too."""
     result = run_trainer(["--strategy", "mirrored", "--cpu_replicas", "2", f"--data_dir={demo_dir}",
                           f"--model_dir={tmp_path / 'run'}", "--num_classes", "10", "--model", "RegNetX002",
                           "--image_size", "32", "--epochs", "15", "--batch_size", "64",
@@ -761,6 +762,21 @@ def test_digits_accuracy_floor_that_every_earlier_trainer_met(demo_dir, tmp_path
     for suffix, bound in worst_drop.items():
         top1 = _artifact_top1(str(tmp_path / "run" / "export" / f"regnetx002_int8{suffix}"), demo_dir)
         assert metrics["val_top1"] - top1 <= bound, (suffix, top1, metrics["val_top1"])
+
+    # A model fine-tuned from it as users fine-tune (its weights, a fresh head, the stem and
+    # stage 1 frozen, a lower learning rate), in this process; its int8 files within the same
+    # bounds of its own float32 top-1.
+    from keras_regnet.training.loop import run
+
+    tuned = TrainConfig(model="RegNetX002", data_dir=demo_dir, model_dir=str(tmp_path / "tuned"),
+                        strategy="one_device", init_weights=str(tmp_path / "run" / "final.weights.h5"),
+                        freeze_stages=2, learning_rate=0.02, epochs=3, batch_size=64, image_size=32,
+                        num_classes=10, export_formats="litert_int8,onnx_int8,openvino_int8")
+    tuned_metrics = run(tuned, verbose=False)
+    assert tuned_metrics["val_top1"] >= 60.0, tuned_metrics  # it kept what the first run learnt
+    for suffix, bound in worst_drop.items():
+        top1 = _artifact_top1(str(tmp_path / "tuned" / "export" / f"regnetx002_int8{suffix}"), demo_dir)
+        assert tuned_metrics["val_top1"] - top1 <= bound, (suffix, top1, tuned_metrics["val_top1"])
 
 
 def _artifact_top1(path: str, data_dir: str) -> float:
