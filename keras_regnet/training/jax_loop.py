@@ -69,7 +69,11 @@ def initialize(config: TrainConfig) -> None:
         raise ValueError(f"--strategy data_parallel runs on the JAX backend; this process has "
                          f"KERAS_BACKEND={keras.backend.backend()}. Start it with KERAS_BACKEND=jax.")
     if config.cpu_replicas:
-        jax.config.update("jax_num_cpu_devices", config.cpu_replicas)
+        try:
+            jax.config.update("jax_num_cpu_devices", config.cpu_replicas)
+        except RuntimeError as err:  # JAX's devices exist already in this process
+            raise ValueError(f"--cpu_replicas {config.cpu_replicas} must be applied before JAX starts its "
+                             f"devices ({err}); run the trainer in a fresh process.") from None
     if config.num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices across processes
         keras.distribution.initialize(config.coordinator_address, config.num_processes, config.process_id)
