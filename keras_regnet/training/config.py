@@ -105,7 +105,8 @@ class TrainConfig:
     freeze_stages: int = _option(0, "freeze the stem (1) and stages 1..N-1 (2..5)")
     label_offset: int | None = _option(None, "subtracted from labels; unset: detect 1- vs 0-based")
     recipe: str = _option("pycls", "optimisation recipe", RECIPES)
-    cpu_replicas: int = _option(0, "split the CPU into N logical devices for --strategy mirrored")
+    cpu_replicas: int = _option(0, "split the CPU into N logical devices for --strategy mirrored "
+                                "or data_parallel")
     tpu: str | None = _option(None, "TPU address for --strategy tpu")
     checkpoint_every: int = _option(200, "checkpoint every N steps (and at each epoch's end)")
     seed: int = _option(0, "seeds the initial weights, data order and augmentation")

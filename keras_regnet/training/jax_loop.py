@@ -369,7 +369,13 @@ def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True)
     """Trains, evaluates and writes the run's files (process 0); returns the metrics.
 
     The end-of-run export is TensorFlow's: on JAX the run writes final.weights.h5 and model.json,
-    and ``keras-regnet export --weights MODEL_DIR`` exports them (it prints the command)."""
+    and ``keras-regnet export --weights MODEL_DIR`` exports them (it prints the command).
+
+    Example (in a process started with KERAS_BACKEND=jax)::
+
+        metrics = run(TrainConfig(strategy="data_parallel", model="RegNetY016",
+                                  data_dir="/data/imagenet-tfrecords"))
+    """
     import tensorflow as tf
 
     with contextlib.ExitStack() as resources:
