@@ -32,7 +32,6 @@ import dataclasses
 import glob
 import json
 import logging
-import math
 import os
 import time
 from typing import Any
@@ -46,13 +45,15 @@ from keras_regnet.training import lock
 from keras_regnet.training.config import Recipe, TrainConfig
 from keras_regnet.training.config import recipe as get_recipe
 from keras_regnet.training.loop import (
-    NonFiniteLossError,
     augment_batches,
     build_model,
     finish,
+    log_step,
     make_optimizer,
+    print_epoch,
     set_learning_rate,
     steps_per_epoch,
+    stop_unless_finite,
 )
 
 log = logging.getLogger(__name__)
@@ -287,7 +288,6 @@ def make_train_step(s: JaxSession):
 def train_epoch(s: JaxSession, epoch: int, train_step, writer, verbose: bool) -> int:
     """Trains one epoch (the rest of it, when resumed); returns the images trained on."""
     import jax
-    import tensorflow as tf
 
     config = s.config
     done_in_epoch = s.step - epoch * s.steps_per_epoch
@@ -309,24 +309,15 @@ def train_epoch(s: JaxSession, epoch: int, train_step, writer, verbose: bool) ->
             s.state, losses = train_step(s.state, images, labels)
             loss, penalty = (float(x) for x in _local(losses))
             s.step += 1
-            if not (math.isfinite(loss) and math.isfinite(penalty)):
-                raise NonFiniteLossError(
-                    f"Loss became {loss} (L2 penalty {penalty}) at step {s.step} (epoch {epoch + 1}); "
-                    f"stopped. Lower --learning_rate or the batch size, or check the data; the last "
-                    f"good checkpoint is in {os.path.join(config.model_dir, CHECKPOINT_DIR)}.")
+            stop_unless_finite(loss, penalty, s.step, epoch, os.path.join(config.model_dir, CHECKPOINT_DIR))
             loss_sum += loss
-            if writer is not None:
-                with writer.as_default(step=s.step):
-                    tf.summary.scalar("train/loss", loss)
-                    tf.summary.scalar("train/l2_penalty", penalty)
-                    tf.summary.scalar("train/learning_rate", lr)
+            log_step(writer, s.step, loss, penalty, lr)
             if s.step % config.checkpoint_every == 0:
                 save_checkpoint(s, writer)
     save_checkpoint(s, writer)
     if verbose and s.chief:
-        rate = steps * config.batch_size / max(time.perf_counter() - started, 1e-9)
-        print(f"epoch {epoch + 1}/{config.epochs}: {steps}/{s.steps_per_epoch} steps, lr {lr:.5f}, "
-              f"loss {loss_sum / max(steps, 1):.4f}, {rate:.1f} images/s", flush=True)
+        print_epoch(config, epoch, steps, s.steps_per_epoch, lr, loss_sum,
+                    steps * config.batch_size / max(time.perf_counter() - started, 1e-9))
     return steps * config.batch_size
 
 

@@ -337,27 +337,42 @@ def train_epoch(s: Session, epoch: int, train_step: Callable, verbose: bool) -> 
             loss, penalty = (float(x) for x in train_step(iterator))
         current = int(s.step.assign_add(1).numpy())
         images += config.batch_size
-        if not (math.isfinite(loss) and math.isfinite(penalty)):
-            raise NonFiniteLossError(
-                f"Loss became {loss} (L2 penalty {penalty}) at step {current} (epoch {epoch + 1}); "
-                f"stopped. Lower --learning_rate or the batch size, or check the data; the last "
-                f"good checkpoint is in {s.manager.directory}.")
+        stop_unless_finite(loss, penalty, current, epoch, s.manager.directory)
         loss_sum += loss
         progbar.update(current - epoch * s.steps_per_epoch, [("loss", loss_sum / count)])
-        if s.writer is not None:
-            with s.writer.as_default(step=current):
-                tf.summary.scalar("train/loss", loss)
-                tf.summary.scalar("train/l2_penalty", penalty)
-                tf.summary.scalar("train/learning_rate", lr)
+        log_step(s.writer, current, loss, penalty, lr)
         if current % config.checkpoint_every == 0:
             s.manager.save(checkpoint_number=current)
     s.manager.save(checkpoint_number=int(s.step.numpy()))
     if show and not live:
-        steps = s.steps_per_epoch - done_in_epoch
-        rate = images / max(time.perf_counter() - started, 1e-9)
-        print(f"epoch {epoch + 1}/{config.epochs}: {steps}/{s.steps_per_epoch} steps, lr {lr:.5f}, "
-              f"loss {loss_sum / max(steps, 1):.4f}, {rate:.1f} images/s", flush=True)
+        print_epoch(config, epoch, s.steps_per_epoch - done_in_epoch, s.steps_per_epoch, lr, loss_sum,
+                    images / max(time.perf_counter() - started, 1e-9))
     return images
+
+
+def stop_unless_finite(loss: float, penalty: float, step: int, epoch: int, checkpoints: str) -> None:
+    """Raises NonFiniteLossError, naming the step, unless the step's losses are finite."""
+    if not (math.isfinite(loss) and math.isfinite(penalty)):
+        raise NonFiniteLossError(
+            f"Loss became {loss} (L2 penalty {penalty}) at step {step} (epoch {epoch + 1}); "
+            f"stopped. Lower --learning_rate or the batch size, or check the data; the last "
+            f"good checkpoint is in {checkpoints}.")
+
+
+def log_step(writer, step: int, loss: float, penalty: float, lr: float) -> None:
+    """The step's TensorBoard scalars (``writer`` None: not the chief, nothing)."""
+    if writer is not None:
+        with writer.as_default(step=step):
+            tf.summary.scalar("train/loss", loss)
+            tf.summary.scalar("train/l2_penalty", penalty)
+            tf.summary.scalar("train/learning_rate", lr)
+
+
+def print_epoch(config: TrainConfig, epoch: int, steps: int, steps_per_epoch: int, lr: float,
+                loss_sum: float, rate: float) -> None:
+    """The epoch's one line where no progress bar is shown (a log file, CI)."""
+    print(f"epoch {epoch + 1}/{config.epochs}: {steps}/{steps_per_epoch} steps, lr {lr:.5f}, "
+          f"loss {loss_sum / max(steps, 1):.4f}, {rate:.1f} images/s", flush=True)
 
 
 def run(config: TrainConfig, recipe: Recipe | None = None, verbose: bool = True, spec=None,
