@@ -247,6 +247,30 @@ CLIENTS = pathlib.Path(__file__).parent / "clients"
 TRAIN = str(pathlib.Path(__file__).resolve().parent.parent / "training" / "train.py")
 
 
+def free_port() -> int:
+    """A localhost port nothing listens on, for a local cluster's addresses."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_all(procs: list[subprocess.Popen], timeout: int = 400) -> list[str]:
+    """Waits for every process of a local job and returns their outputs; kills what is left
+    on a timeout, and fails unless all exited 0 (their outputs' ends in the message)."""
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=timeout)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+    return outputs
+
+
 def run_trainer(args, timeout: int = 300, env: dict | None = None, **kwargs):
     """``python training/train.py ARGS`` as a user starts it: a fresh process (for what only
     one shows: its console, its exit status, a kill, several replicas); its output captured."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from test_training import _h5_arrays, _scalars
 
-from conftest import TRAIN, run_trainer_in_process
+from conftest import TRAIN, free_port, run_trainer_in_process, wait_for_all
 from keras_regnet.training.config import TrainConfig
 from keras_regnet.training.demo import prepare
 
@@ -30,36 +29,17 @@ def _flags(data_dir: str, design: str, model_dir) -> list[str]:
             "--image_size", "32", "--num_classes", "10", "--checkpoint_every", "2", "--noexport"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(command: list[str], processes: int) -> list[subprocess.Popen]:
     """``command`` as each process of a job joined at a free localhost port."""
     if processes == 1:
         extra = [[]]
     else:
-        address = f"127.0.0.1:{_free_port()}"
+        address = f"127.0.0.1:{free_port()}"
         extra = [["--num_processes", str(processes), "--process_id", str(i), "--coordinator_address", address]
                  for i in range(processes)]
     env = {**os.environ, **JAX}
     return [subprocess.Popen([sys.executable, *command, *more], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, env=env) for more in extra]
-
-
-def _finish(procs: list[subprocess.Popen], timeout: int = 400) -> list[str]:
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=timeout)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
-    return outputs
 
 
 @pytest.mark.slow
@@ -69,7 +49,7 @@ def test_two_processes_take_the_steps_of_one_and_resume_exactly_after_a_kill(tmp
     loss (within 1e-5 relative), the final weights and the top-1 equal the 1-process run's."""
     data = prepare(str(tmp_path / "demo"))
     one, two = tmp_path / "one", tmp_path / "two"
-    output = _finish(_start([TRAIN, *_flags(data, tiny_design, one), "--cpu_replicas", "2"], 1))[0]
+    output = wait_for_all(_start([TRAIN, *_flags(data, tiny_design, one), "--cpu_replicas", "2"], 1))[0]
     assert "over 2 devices in 1 processes" in output
 
     first, second = _start([KILLED_IN_CHECKPOINT_WRITE, "8", *_flags(data, tiny_design, two)], 2)
@@ -85,7 +65,7 @@ def test_two_processes_take_the_steps_of_one_and_resume_exactly_after_a_kill(tmp
     assert any(n.startswith(".ckpt-8.npz.") for n in names), names  # 8's data written, never renamed
     assert not (two / "metrics.json").exists()
 
-    outputs = _finish(_start([TRAIN, *_flags(data, tiny_design, two)], 2))
+    outputs = wait_for_all(_start([TRAIN, *_flags(data, tiny_design, two)], 2))
     assert "over 2 devices in 2 processes" in outputs[0] and "resumed from" in outputs[0], outputs[0][-3000:]
     assert sorted(os.listdir(checkpoints)) == ["ckpt-10.npz", "ckpt-12.npz"]  # the partial write removed
     metrics, reference = (json.loads((d / "metrics.json").read_text()) for d in (two, one))

@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 import keras_regnet
-from conftest import TRAIN, run_trainer, run_trainer_in_process
+from conftest import TRAIN, free_port, run_trainer, run_trainer_in_process, wait_for_all
 from keras_regnet.training import data as data_lib
 from keras_regnet.training.config import PipelineConfig, Recipe, TrainConfig
 from keras_regnet.training.demo import prepare
@@ -387,35 +386,18 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(demo_dir, tiny_d
                         _h5_arrays(tmp_path.parent / "whole" / "final.weights.h5"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_workers(command: list[str], workers: int = 2, timeout: int = 400,
                  wait: bool = True) -> list[subprocess.Popen] | list[str]:
     """Starts ``command`` as each worker of a local cluster (TF_CONFIG); with ``wait``, waits
     for all and returns their outputs (failing on a non-zero exit), else returns the processes."""
-    addresses = [f"127.0.0.1:{_free_port()}" for _ in range(workers)]
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(workers)]
     procs = []
     for index in range(workers):
         tf_config = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
         procs.append(subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True,
                                       env=dict(os.environ, TF_CONFIG=tf_config)))
-    if not wait:
-        return procs
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=timeout)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-2000:] for o in outputs)
-    return outputs
+    return wait_for_all(procs, timeout) if wait else procs
 
 
 def _h5_arrays(path) -> dict[str, np.ndarray]:

@@ -47,6 +47,7 @@ from keras_regnet.training.config import recipe as get_recipe
 from keras_regnet.training.loop import (
     augment_batches,
     build_model,
+    data_files,
     finish,
     log_step,
     make_optimizer,
@@ -162,14 +163,7 @@ def setup(config: TrainConfig, recipe: Recipe, resources: contextlib.ExitStack) 
         for partial in glob.glob(os.path.join(config.model_dir, CHECKPOINT_DIR, ".ckpt-*")):
             os.remove(partial)  # a write a killed run left unfinished (atomic_path's temporary)
 
-    if config.tfds_name:
-        train_files, val_files, offset = [], [], 0
-    else:
-        train_files = data_lib.split_files(config.data_dir, "train")
-        val_files = data_lib.split_files(config.data_dir, "validation")
-        offset = config.label_offset
-        if offset is None:
-            offset = data_lib.detect_label_offset(val_files, config.num_classes)
+    train_files, val_files, offset = data_files(config)
 
     # Built unsharded with the run's seed: every process draws the same initial weights; the
     # state is then placed replicated on the mesh (DataParallel's variable layout).

@@ -184,15 +184,7 @@ def setup(config: TrainConfig, recipe: Recipe, spec=None,
         resources.enter_context(lock.exclusive(out_dir))
         _remove_interrupted_checkpoint_writes(os.path.join(out_dir, "checkpoints"))
 
-    if config.tfds_name:  # TFDS labels are 0-based
-        train_files, val_files, offset = [], [], 0
-    else:
-        train_files = data_lib.split_files(config.data_dir, "train")
-        val_files = data_lib.split_files(config.data_dir, "validation")
-        offset = config.label_offset
-        if offset is None:
-            offset = data_lib.detect_label_offset(val_files, config.num_classes)
-            log.info("label offset detected: %d", offset)
+    train_files, val_files, offset = data_files(config)
 
     with _precision(config.precision), strategy.scope():
         model = build_model(config, spec)
@@ -208,6 +200,20 @@ def setup(config: TrainConfig, recipe: Recipe, spec=None,
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "logs")) if chief else None
     return Session(config, recipe, strategy, model, optimizer, step, manager, train_files, val_files,
                    offset, steps_per_epoch(config, train_files), chief, out_dir, writer)
+
+
+def data_files(config: TrainConfig) -> tuple[list[str], list[str], int]:
+    """The run's training and validation shards and its label offset (none for TFDS, whose
+    labels are 0-based)."""
+    if config.tfds_name:
+        return [], [], 0
+    train_files = data_lib.split_files(config.data_dir, "train")
+    val_files = data_lib.split_files(config.data_dir, "validation")
+    offset = config.label_offset
+    if offset is None:
+        offset = data_lib.detect_label_offset(val_files, config.num_classes)
+        log.info("label offset detected: %d", offset)
+    return train_files, val_files, offset
 
 
 def _checkpoint_step(path: str) -> int:
