@@ -18,7 +18,7 @@ import pytest
 from test_keras_contract import expected_contract_tests, keras_suite_on_our_builders
 
 import keras_regnet
-from conftest import set_deterministic_weights
+from conftest import XLA_TEST_FLAGS, set_deterministic_weights
 from keras_regnet.variants import VARIANTS
 
 # Fresh processes throughout: part of the full suite, not the quick pass.
@@ -75,10 +75,11 @@ def _run_backend(backend: str, folder: pathlib.Path, logits: pathlib.Path) -> in
     contract.write_text(keras_suite_on_our_builders())
     env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu",
            "KERAS_REGNET_TF_LOGITS": str(logits),
-           # Two host devices for the data-parallel check; one-device code is unaffected. LLVM's
-           # code optimisation off: XLA's compiles are most of the JAX run (RegNetX002's predict:
-           # 15.5 s cold, 7.7 s without it); the HLO passes, what the HLO test reads, still run.
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"}
+           # Two host devices for the data-parallel check; one-device code is unaffected. The
+           # suite's compile-time flags (conftest.XLA_TEST_FLAGS): XLA's compiles are most of the
+           # JAX run (RegNetX002's predict: 15.5 s cold, 7.7 s at optimisation level 0, 3.9 s
+           # with the loop emitters); the HLO passes, what the HLO test reads, still run.
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {XLA_TEST_FLAGS}"}
     env.pop("SKIP_APPLICATIONS_TESTS", None)
     deselected = " and ".join(f"not {test}" for test in LEFT_TO_OTHER_TESTS[backend])
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
