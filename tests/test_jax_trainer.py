@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 from test_training import _h5_arrays, _scalars
 
 from conftest import TRAIN, free_port, run_trainer_in_process, wait_for_all
+from keras_regnet.training import rendezvous
 from keras_regnet.training.config import TrainConfig
 from keras_regnet.training.demo import prepare
 
@@ -95,3 +99,93 @@ def test_data_parallel_mistakes_are_one_line(capsys, tmp_path):
         TrainConfig(strategy="data_parallel", num_processes=2, process_id=2, coordinator_address="h:1")
     with pytest.raises(ValueError, match="fp32 or mixed_bfloat16"):
         TrainConfig(strategy="data_parallel", precision="mixed_float16")
+
+
+def _meet_in_threads(address: str, process_ids: list[int], num_processes: int, timeout: float,
+                     start_last: int | None = None, timeouts: dict[int, float] | None = None
+                     ) -> dict[int, Exception | None]:
+    """Each process id's ``rendezvous.meet`` in its own thread ({id: its error or None}), with
+    ``timeout`` or its own in ``timeouts``; ``start_last`` starts after the others retry."""
+    outcomes: dict[int, Exception | None] = {}
+    timeouts = timeouts or {}
+
+    def one(process_id: int) -> None:
+        try:
+            rendezvous.meet(address, process_id, num_processes, timeouts.get(process_id, timeout))
+            outcomes[process_id] = None
+        except Exception as err:  # noqa: BLE001 (the test reads it)
+            outcomes[process_id] = err
+
+    threads = {i: threading.Thread(target=one, args=(i,)) for i in process_ids}
+    for i, thread in threads.items():
+        if i != start_last:
+            thread.start()
+    if start_last is not None:
+        time.sleep(2 * rendezvous.RETRY_SECONDS)
+        threads[start_last].start()
+    for thread in threads.values():
+        thread.join(timeout + 15)
+    return outcomes
+
+
+def test_processes_meet_whichever_starts_first_and_leave_the_port_to_jax():
+    address = f"127.0.0.1:{free_port()}"
+    assert _meet_in_threads(address, [0, 1, 2], 3, timeout=20, start_last=0) == {0: None, 1: None, 2: None}
+    # Process 0 has closed its socket: JAX's coordination service can take the port.
+    socket.create_server(("", rendezvous.split_address(address)[1])).close()
+
+
+def test_a_missing_process_is_one_line_on_either_side():
+    address = f"127.0.0.1:{free_port()}"
+    (alone,) = _meet_in_threads(address, [1], 2, timeout=2).values()
+    assert isinstance(alone, rendezvous.JoinError) and "found no process 0 at --coordinator_address " \
+        f"{address} within 2 s" in str(alone)
+    # Process 2 gives up first, then process 0; then process 0 first, and process 2 hears it.
+    outcomes = _meet_in_threads(address, [0, 2], 4, timeout=3, timeouts={2: 1})
+    assert "reached process 0 at" in str(outcomes[2]), outcomes
+    assert "not every one of the 4 processes" in str(outcomes[2])
+    assert "process(es) 1, 3 of 4 did not join" in str(outcomes[0])
+    outcomes = _meet_in_threads(address, [0, 2], 4, timeout=3, timeouts={0: 1})
+    assert "process(es) 1, 3 of 4 did not join" in str(outcomes[0])
+    assert "stopped waiting before every process joined" in str(outcomes[2])
+    # A process started with another job's --num_processes is refused, naming both counts.
+    wrong = {}
+    server = threading.Thread(target=lambda: wrong.update(_meet_in_threads(address, [0], 2, timeout=3)))
+    server.start()
+    time.sleep(0.5)
+    (refused,) = _meet_in_threads(address, [1], 3, timeout=3).values()
+    server.join()
+    assert "refused process 1: process 0 was started with --num_processes 2, this one with 3" in str(refused)
+    assert "process(es) 1 of 2 did not join" in str(wrong[0])
+    for text in (str(alone), str(outcomes[0]), str(outcomes[2]), str(refused)):
+        assert "\n" not in text
+
+
+def test_a_malformed_coordinator_address_is_refused_before_anything_starts():
+    for address in ("10.0.0.2", "10.0.0.2:port", ":9876", "10.0.0.2:70000"):
+        with pytest.raises(ValueError, match="--coordinator_address must be HOST:PORT"):
+            TrainConfig(strategy="data_parallel", num_processes=2, process_id=1, coordinator_address=address)
+    assert rendezvous.split_address("[::1]:9876") == ("::1", 9876)
+    with pytest.raises(ValueError, match="--join_timeout must be positive"):
+        TrainConfig(strategy="data_parallel", num_processes=2, coordinator_address="h:1", join_timeout=0)
+
+
+@pytest.mark.slow
+def test_a_job_missing_a_process_ends_in_one_line_not_an_abort(tmp_path, tiny_design):
+    """As users start it: process 1 of a job whose process 0 never starts, and process 0 of a job
+    whose process 1 never does, each exits 2 with one line (JAX's own join aborts with a C++
+    stack trace)."""
+    data = prepare(str(tmp_path / "demo"))
+    env = {**os.environ, **JAX}
+    procs = [subprocess.Popen([sys.executable, TRAIN, *_flags(data, tiny_design, tmp_path / f"run{i}"),
+                               "--num_processes", "2", "--process_id", str(i), "--coordinator_address",
+                               f"127.0.0.1:{free_port()}", "--join_timeout", "3"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for i in (0, 1)]
+    for i, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err[-3000:]
+        assert "Traceback" not in err and "Check failure" not in err, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        expected = "process(es) 1 of 2 did not join" if i == 0 else "process 1 found no process 0"
+        assert last.startswith("train: error: ") and expected in last, err[-3000:]

@@ -7,6 +7,7 @@ import os
 
 from keras_regnet.design.sampling import design_record, spec_from_record, split_design_reference
 from keras_regnet.preprocessing import EvalTransform
+from keras_regnet.training.rendezvous import split_address
 from keras_regnet.variants import get_variant
 
 RECIPES = ("pycls", "modern")
@@ -95,6 +96,8 @@ class TrainConfig:
     process_id: int = _option(0, "--strategy data_parallel: this process's index, 0 .. num_processes-1")
     coordinator_address: str | None = _option(None, "--strategy data_parallel with several processes: "
                                               "HOST:PORT of process 0, where the others join")
+    join_timeout: int = _option(300, "--strategy data_parallel with several processes: seconds each "
+                                "waits for the others to join")
     epochs: int = _option(100, "training epochs")
     batch_size: int = _option(1024, "global batch size (split over the replicas)")
     image_size: int = _option(224, "training crop and eval crop size")
@@ -154,6 +157,10 @@ class TrainConfig:
         if self.num_processes > 1 and (self.strategy != "data_parallel" or not self.coordinator_address):
             raise ValueError("--num_processes > 1 needs --strategy data_parallel and --coordinator_address "
                              "HOST:PORT (process 0's); tf.distribute's workers read TF_CONFIG instead.")
+        if self.num_processes > 1:
+            split_address(self.coordinator_address)
+            if not self.join_timeout > 0:
+                raise ValueError(f"--join_timeout must be positive seconds, got {self.join_timeout}.")
         if self.strategy == "data_parallel" and self.precision == "mixed_float16":
             raise ValueError("--strategy data_parallel trains in fp32 or mixed_bfloat16 (float16 needs "
                              "loss scaling, which only the tf.distribute loop does).")

@@ -1,7 +1,8 @@
 """Data-parallel training on the JAX backend: ``--strategy data_parallel`` (KERAS_BACKEND=jax).
 
 The model is replicated over every device of every process by ``keras.distribution.DataParallel``
-(processes join through ``keras.distribution.initialize``: ``--num_processes``,
+(processes meet in :mod:`~keras_regnet.training.rendezvous`, then join through
+``jax.distributed.initialize``: ``--num_processes``,
 ``--process_id``, ``--coordinator_address``), and one global step is a jitted
 ``stateless_call`` + ``optimizer.stateless_apply`` whose batch is split over the devices; XLA
 adds the gradient all-reduce. What the tf.distribute loop (:mod:`keras_regnet.training.loop`)
@@ -41,7 +42,7 @@ import numpy as np
 
 from keras_regnet.files import atomic_path
 from keras_regnet.training import data as data_lib
-from keras_regnet.training import lock
+from keras_regnet.training import lock, rendezvous
 from keras_regnet.training.config import Recipe, TrainConfig
 from keras_regnet.training.config import recipe as get_recipe
 from keras_regnet.training.loop import (
@@ -64,7 +65,7 @@ CHECKPOINTS_KEPT = 2
 
 def initialize(config: TrainConfig) -> None:
     """Devices and processes, before JAX runs anything: ``--cpu_replicas`` host devices, and
-    with several processes, the job joined through ``keras.distribution.initialize``."""
+    with several processes, the job met (one-line errors) and joined through JAX."""
     import jax
 
     if keras.backend.backend() != "jax":
@@ -77,8 +78,16 @@ def initialize(config: TrainConfig) -> None:
             raise ValueError(f"--cpu_replicas {config.cpu_replicas} must be applied before JAX starts its "
                              f"devices ({err}); run the trainer in a fresh process.") from None
     if config.num_processes > 1:
+        # Met first (a missing process is one line, not JAX's abort), then joined through JAX:
+        # what keras.distribution.initialize does, with the run's --join_timeout (its random
+        # seed agreement is not needed: setup sets the run's seed).
+        log.info("process %d of %d: waiting up to %d s for the job to meet at %s", config.process_id,
+                 config.num_processes, config.join_timeout, config.coordinator_address)
+        rendezvous.meet(config.coordinator_address, config.process_id, config.num_processes,
+                        config.join_timeout)
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices across processes
-        keras.distribution.initialize(config.coordinator_address, config.num_processes, config.process_id)
+        jax.distributed.initialize(config.coordinator_address, config.num_processes, config.process_id,
+                                   initialization_timeout=config.join_timeout)
 
 
 @dataclasses.dataclass
