@@ -174,7 +174,10 @@ def worker(runtime: str, path: str, model: str, size: int, repeats: int) -> dict
     return result
 
 
-def export_all(model_name: str, directory: str, size: int, int8: bool = False) -> dict:
+def export_all(model_name: str, directory: str, size: int, int8: bool = False,
+               formats_wanted: set[str] | None = None) -> dict:
+    """Each file the runtimes read ({format: path}): those in ``formats_wanted`` (FILES'
+    values), or all."""
     sys.path.insert(0, str(ROOT))
     import keras_regnet
     from keras_regnet import export, formats
@@ -183,11 +186,15 @@ def export_all(model_name: str, directory: str, size: int, int8: bool = False) -
 
     model = keras_regnet.RegNet(model_name, weights=None, input_shape=(None, None, 3))
     folded = export.fold_for_inference(model)
-    paths = {"saved_model": export.export_saved_model(
-        model, os.path.join(directory, "saved"), 1, transform=EvalTransform.for_size(size))}
+    wanted = formats_wanted if formats_wanted is not None else set(FILES.values())
+    paths = {}
+    if "saved_model" in wanted:
+        paths["saved_model"] = export.export_saved_model(
+            model, os.path.join(directory, "saved"), 1, transform=EvalTransform.for_size(size))
     for fmt in ("onnx", "litert", "openvino"):
-        paths[fmt] = formats.export_keras_format(
-            folded, os.path.join(directory, f"{model_name}{formats.SUFFIXES[fmt]}"), fmt)
+        if fmt in wanted:
+            paths[fmt] = formats.export_keras_format(
+                folded, os.path.join(directory, f"{model_name}{formats.SUFFIXES[fmt]}"), fmt)
     if int8:
         import numpy as np
 
@@ -196,10 +203,13 @@ def export_all(model_name: str, directory: str, size: int, int8: bool = False) -
         # Latency does not depend on what calibrated the file; digits are real images at hand.
         calibration = digit_images(size)["validation"][0][:32].astype(np.float32)
         stem = os.path.join(directory, f"{model_name}_int8")
-        paths["litert_int8"] = export.export_tflite(model, stem + ".tflite", "int8", image_size=size,
-                                                    calibration=calibration)
-        paths["onnx_int8"] = int8_lib.export_onnx_int8(model, stem + ".onnx", calibration)
-        paths["openvino_int8"] = int8_lib.export_openvino_int8(model, stem + ".xml", calibration)
+        if "litert_int8" in wanted:
+            paths["litert_int8"] = export.export_tflite(model, stem + ".tflite", "int8", image_size=size,
+                                                        calibration=calibration)
+        if "onnx_int8" in wanted:
+            paths["onnx_int8"] = int8_lib.export_onnx_int8(model, stem + ".onnx", calibration)
+        if "openvino_int8" in wanted:
+            paths["openvino_int8"] = int8_lib.export_openvino_int8(model, stem + ".xml", calibration)
     return paths
 
 
@@ -281,10 +291,11 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            paths = export_all(model, os.path.join(tmp, model), args.size, int8=args.int8)
-            results[model] = {}
             runtimes = args.runtimes + [f"{r}_int8" for r in args.runtimes
                                         if args.int8 and f"{r}_int8" in INT8_RUNTIMES]
+            paths = export_all(model, os.path.join(tmp, model), args.size, int8=args.int8,
+                               formats_wanted={FILES[r] for r in runtimes if r in FILES})
+            results[model] = {}
             for runtime in runtimes:
                 path = paths.get(FILES.get(runtime, ""), "")
                 results[model][runtime] = run_worker(
