@@ -137,23 +137,23 @@ def test_processes_meet_whichever_starts_first_and_leave_the_port_to_jax():
 
 def test_a_missing_process_is_one_line_on_either_side():
     address = f"127.0.0.1:{free_port()}"
-    (alone,) = _meet_in_threads(address, [1], 2, timeout=2).values()
+    (alone,) = _meet_in_threads(address, [1], 2, timeout=1).values()
     assert isinstance(alone, rendezvous.JoinError) and "found no process 0 at --coordinator_address " \
-        f"{address} within 2 s" in str(alone)
+        f"{address} within 1 s" in str(alone)
     # Process 2 gives up first, then process 0; then process 0 first, and process 2 hears it.
-    outcomes = _meet_in_threads(address, [0, 2], 4, timeout=3, timeouts={2: 1})
+    outcomes = _meet_in_threads(address, [0, 2], 4, timeout=1.5, timeouts={2: 0.5})
     assert "reached process 0 at" in str(outcomes[2]), outcomes
     assert "not every one of the 4 processes" in str(outcomes[2])
     assert "process(es) 1, 3 of 4 did not join" in str(outcomes[0])
-    outcomes = _meet_in_threads(address, [0, 2], 4, timeout=3, timeouts={0: 1})
+    outcomes = _meet_in_threads(address, [0, 2], 4, timeout=1.5, timeouts={0: 0.5})
     assert "process(es) 1, 3 of 4 did not join" in str(outcomes[0])
     assert "stopped waiting before every process joined" in str(outcomes[2])
     # A process started with another job's --num_processes is refused, naming both counts.
     wrong = {}
-    server = threading.Thread(target=lambda: wrong.update(_meet_in_threads(address, [0], 2, timeout=3)))
+    server = threading.Thread(target=lambda: wrong.update(_meet_in_threads(address, [0], 2, timeout=2)))
     server.start()
     time.sleep(0.5)
-    (refused,) = _meet_in_threads(address, [1], 3, timeout=3).values()
+    (refused,) = _meet_in_threads(address, [1], 3, timeout=1.5).values()
     server.join()
     assert "refused process 1: process 0 was started with --num_processes 2, this one with 3" in str(refused)
     assert "process(es) 1 of 2 did not join" in str(wrong[0])
