@@ -105,7 +105,8 @@ def _meet_in_threads(address: str, process_ids: list[int], num_processes: int, t
                      start_last: int | None = None, timeouts: dict[int, float] | None = None
                      ) -> dict[int, Exception | None]:
     """Each process id's ``rendezvous.meet`` in its own thread ({id: its error or None}), with
-    ``timeout`` or its own in ``timeouts``; ``start_last`` starts after the others retry."""
+    ``timeout`` or its own in ``timeouts``; process 0 starts 0.3 s ahead, and ``start_last``
+    after the others retry."""
     outcomes: dict[int, Exception | None] = {}
     timeouts = timeouts or {}
 
@@ -117,9 +118,11 @@ def _meet_in_threads(address: str, process_ids: list[int], num_processes: int, t
             outcomes[process_id] = err
 
     threads = {i: threading.Thread(target=one, args=(i,)) for i in process_ids}
-    for i, thread in threads.items():
+    # Process 0 first (unless it is to come last), listening before the others try.
+    for i in sorted(threads, key=lambda i: i != 0):
         if i != start_last:
-            thread.start()
+            threads[i].start()
+            time.sleep(0.3 if i == 0 else 0)
     if start_last is not None:
         time.sleep(2 * rendezvous.RETRY_SECONDS)
         threads[start_last].start()
@@ -145,7 +148,7 @@ def test_a_missing_process_is_one_line_on_either_side():
     assert "reached process 0 at" in str(outcomes[2]), outcomes
     assert "not every one of the 4 processes" in str(outcomes[2])
     assert "process(es) 1, 3 of 4 did not join" in str(outcomes[0])
-    outcomes = _meet_in_threads(address, [0, 2], 4, timeout=1.5, timeouts={0: 0.5})
+    outcomes = _meet_in_threads(address, [0, 2], 4, timeout=2.5, timeouts={0: 1.2})
     assert "process(es) 1, 3 of 4 did not join" in str(outcomes[0])
     assert "stopped waiting before every process joined" in str(outcomes[2])
     # A process started with another job's --num_processes is refused, naming both counts.

@@ -17,7 +17,7 @@ import socket
 import time
 
 GREETING = "keras_regnet-join"
-RETRY_SECONDS = 0.5
+RETRY_SECONDS = 0.2
 
 
 class JoinError(ValueError):
@@ -56,8 +56,10 @@ def meet(address: str, process_id: int, num_processes: int, timeout: float) -> N
 
 
 def _host_the_meeting(port: int, num_processes: int, deadline: float, timeout: float) -> None:
+    dual = socket.has_dualstack_ipv6()  # IPv4 and IPv6 peers, as JAX's service binds [::]:PORT
     try:
-        server = socket.create_server(("", port), reuse_port=False)
+        server = socket.create_server(("", port), family=socket.AF_INET6 if dual else socket.AF_INET,
+                                      dualstack_ipv6=dual)
     except OSError as err:
         raise JoinError(f"process 0 cannot listen on port {port} of --coordinator_address "
                         f"({err.strerror or err}): choose a free port.") from None
@@ -69,7 +71,7 @@ def _host_the_meeting(port: int, num_processes: int, deadline: float, timeout: f
                 if remaining <= 0:
                     missing = sorted(set(range(1, num_processes)) - set(peers))
                     raise JoinError(f"process(es) {', '.join(map(str, missing))} of {num_processes} did "
-                                    f"not join at port {port} within {timeout:.0f} s (--join_timeout): start "
+                                    f"not join at port {port} within {timeout:g} s (--join_timeout): start "
                                     f"each with --coordinator_address pointing at this host and port.")
                 server.settimeout(remaining)
                 try:
@@ -77,8 +79,12 @@ def _host_the_meeting(port: int, num_processes: int, deadline: float, timeout: f
                 except TimeoutError:
                     continue
                 _admit(connection, peers, num_processes)
-            for connection in peers.values():
-                connection.sendall(b"go\n")
+            for process_id, connection in peers.items():
+                try:
+                    connection.sendall(b"go\n")
+                except OSError:
+                    raise JoinError(f"process {process_id} joined at port {port}, then left before the "
+                                    f"job started: start it again.") from None
             for connection in peers.values():  # their close first: no TIME_WAIT on JAX's port here
                 connection.settimeout(5)
                 try:
@@ -131,7 +137,7 @@ def _join_the_meeting(address: str, host: str, port: int, process_id: int, num_p
                 answer = connection.makefile("r").readline().strip()
             except TimeoutError:
                 raise JoinError(f"process {process_id} reached process 0 at {address}, but not every one of "
-                                f"the {num_processes} processes joined within {timeout:.0f} s "
+                                f"the {num_processes} processes joined within {timeout:g} s "
                                 f"(--join_timeout): start the others with the same address.") from None
             except OSError:
                 answer = ""
@@ -142,5 +148,5 @@ def _join_the_meeting(address: str, host: str, port: int, process_id: int, num_p
         raise JoinError(f"process 0 at {address} stopped waiting before every process joined (its own "
                         f"output says why).")
     raise JoinError(f"process {process_id} found no process 0 at --coordinator_address {address} within "
-                    f"{timeout:.0f} s ({last_error}): start process 0 with the same address, and check the "
+                    f"{timeout:g} s ({last_error}): start process 0 with the same address, and check the "
                     f"host, the port and any firewall between the hosts.")
