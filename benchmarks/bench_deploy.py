@@ -174,10 +174,9 @@ def worker(runtime: str, path: str, model: str, size: int, repeats: int) -> dict
     return result
 
 
-def export_all(model_name: str, directory: str, size: int, int8: bool = False,
-               formats_wanted: set[str] | None = None) -> dict:
-    """Each file the runtimes read ({format: path}): those in ``formats_wanted`` (FILES'
-    values), or all."""
+def export_all(model_name: str, directory: str, size: int, wanted: set[str]) -> dict:
+    """The files the runtimes read, {format: path}, for the formats in ``wanted`` (FILES'
+    values; the int8 ones calibrated on 32 digit images)."""
     sys.path.insert(0, str(ROOT))
     import keras_regnet
     from keras_regnet import export, formats
@@ -186,7 +185,6 @@ def export_all(model_name: str, directory: str, size: int, int8: bool = False,
 
     model = keras_regnet.RegNet(model_name, weights=None, input_shape=(None, None, 3))
     folded = export.fold_for_inference(model)
-    wanted = formats_wanted if formats_wanted is not None else set(FILES.values())
     paths = {}
     if "saved_model" in wanted:
         paths["saved_model"] = export.export_saved_model(
@@ -195,7 +193,7 @@ def export_all(model_name: str, directory: str, size: int, int8: bool = False,
         if fmt in wanted:
             paths[fmt] = formats.export_keras_format(
                 folded, os.path.join(directory, f"{model_name}{formats.SUFFIXES[fmt]}"), fmt)
-    if int8:
+    if wanted & {"litert_int8", "onnx_int8", "openvino_int8"}:
         import numpy as np
 
         from keras_regnet.training.demo import digit_images
@@ -293,8 +291,8 @@ def main() -> None:
         for model in args.models:
             runtimes = args.runtimes + [f"{r}_int8" for r in args.runtimes
                                         if args.int8 and f"{r}_int8" in INT8_RUNTIMES]
-            paths = export_all(model, os.path.join(tmp, model), args.size, int8=args.int8,
-                               formats_wanted={FILES[r] for r in runtimes if r in FILES})
+            paths = export_all(model, os.path.join(tmp, model), args.size,
+                               {FILES[r] for r in runtimes if r in FILES})
             results[model] = {}
             for runtime in runtimes:
                 path = paths.get(FILES.get(runtime, ""), "")

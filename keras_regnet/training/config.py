@@ -154,10 +154,11 @@ class TrainConfig:
         if self.num_processes < 1 or not 0 <= self.process_id < self.num_processes:
             raise ValueError(f"--process_id must lie in 0 .. --num_processes - 1; got {self.process_id} "
                              f"of {self.num_processes}.")
-        if self.num_processes > 1 and (self.strategy != "data_parallel" or not self.coordinator_address):
-            raise ValueError("--num_processes > 1 needs --strategy data_parallel and --coordinator_address "
-                             "HOST:PORT (process 0's); tf.distribute's workers read TF_CONFIG instead.")
         if self.num_processes > 1:
+            if self.strategy != "data_parallel" or not self.coordinator_address:
+                raise ValueError("--num_processes > 1 needs --strategy data_parallel and "
+                                 "--coordinator_address HOST:PORT (process 0's); tf.distribute's workers "
+                                 "read TF_CONFIG instead.")
             split_address(self.coordinator_address)
             if not self.join_timeout > 0:
                 raise ValueError(f"--join_timeout must be positive seconds, got {self.join_timeout}.")
