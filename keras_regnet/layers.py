@@ -257,9 +257,9 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     moving variance is updated with the unbiased batch variance, as PyTorch (and so the
     reference) does, on every backend (Keras's own layer takes the biased one), and under a
     distribution strategy the updated statistics are averaged over replicas so that every
-    replica holds the same model. On PyTorch, training runs PyTorch's fused kernels
-    (:func:`_torch_batch_norm`). Other backends and layouts, and PyTorch's inference, use
-    Keras's computation with that update; masked inputs use Keras's layer as it is.
+    replica holds the same model. On PyTorch, training and inference run PyTorch's fused
+    kernels (:func:`_torch_batch_norm`). Other backends and layouts use Keras's computation
+    with that update; masked inputs use Keras's layer as it is.
 
     Example:
         >>> bn = FusedBatchNorm(epsilon=1e-5, momentum=0.9)
@@ -269,7 +269,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         if keras.backend.backend() == "torch" and self._torch_fusable(inputs, training, mask):
-            return _torch_batch_norm(self, inputs)
+            return _torch_batch_norm(self, inputs, training)
         if (keras.backend.backend() != "tensorflow" or mask is not None or len(inputs.shape) != 4
                 or self.axis not in (-1, 3) or not (self.center and self.scale) or self.renorm):
             return self._keras_call_with_unbiased_update(inputs, training, mask)
@@ -299,11 +299,11 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
     def _torch_fusable(self, inputs, training, mask) -> bool:
-        """Whether PyTorch's fused kernels compute this call: training, float32 NHWC or NCHW,
-        both affine parameters, no mask, no renormalisation (the rest: Keras's computation)."""
+        """Whether PyTorch's fused kernels compute this call: float32 NHWC or NCHW, both affine
+        parameters, no mask, no renormalisation (the rest: Keras's computation)."""
         float32 = keras.backend.standardize_dtype(inputs.dtype) == self.variable_dtype == "float32"
-        return (bool(training) and self.trainable and mask is None and len(inputs.shape) == 4
-                and self.axis in (-1, 1, 3) and self.center and self.scale and not self.renorm and float32)
+        return (mask is None and len(inputs.shape) == 4 and self.axis in (-1, 1, 3) and self.center
+                and self.scale and not self.renorm and float32)
 
     def _update_moving_averages(self, mean, unbiased_variance) -> None:
         """moving = momentum * moving + (1 - momentum) * batch statistic (off TensorFlow, whose
@@ -330,25 +330,32 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
 
-def _torch_batch_norm(layer: FusedBatchNorm, inputs):
-    """``layer``'s training-mode batch norm as PyTorch's fused kernels (one forward, one
-    backward) where Keras composes it from elementwise ops, each saved for the backward pass:
-    RegNetX004 trained 1.18x faster (median of 4 alternating pairs, 1.11-1.30x; batch 32,
-    224x224, 2 cores). A channels-last input is handed over as a permuted view (PyTorch's
-    channels-last memory format: no copy). The moving averages take the unbiased batch
-    variance, as :meth:`FusedBatchNorm.call` says.
-    Inference keeps Keras's computation: in a whole RegNetX004 this kernel's inference form
-    measured slower (30 against 36-41 images/s), though faster alone on one activation."""
-    import torch
+def _torch_batch_norm(layer: FusedBatchNorm, inputs, training):
+    """``layer``'s batch norm as PyTorch's fused kernels, where Keras composes it from
+    elementwise ops (in training, each saved for the backward pass).
+
+    Training: one forward and one backward kernel, which also update the moving averages with
+    the unbiased batch variance (PyTorch's rule, :meth:`FusedBatchNorm.call`'s too) on copies
+    that are then assigned, so a stateless call records them like any update. Computing the
+    statistics apart (``torch.var_mean`` over a channels-last tensor) took 29% of a RegNetX004
+    train step. Inference: one pass where Keras's form makes three (a subtraction into a new
+    tensor, then a product and a sum in place). A channels-last input is handed over as a
+    permuted view (PyTorch's channels-last memory format: no copy).
+    """
     import torch.nn.functional as F  # noqa: N812 (PyTorch's convention)
 
+    train = bool(training) and layer.trainable  # a frozen layer normalises as at inference
     channels_last = layer.axis in (-1, 3)
     x = inputs.permute(0, 3, 1, 2) if channels_last else inputs
-    with torch.no_grad():
-        variance, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)
-    layer._update_moving_averages(mean, variance)
-    y = F.batch_norm(x, None, None, keras.ops.convert_to_tensor(layer.gamma),
-                     keras.ops.convert_to_tensor(layer.beta), training=True, eps=layer.epsilon)
+    moving = [keras.ops.convert_to_tensor(v) for v in (layer.moving_mean, layer.moving_variance)]
+    if train:
+        moving = [v.detach().clone() for v in moving]
+    y = F.batch_norm(x, moving[0], moving[1], keras.ops.convert_to_tensor(layer.gamma),
+                     keras.ops.convert_to_tensor(layer.beta), training=train, momentum=1.0 - layer.momentum,
+                     eps=layer.epsilon)
+    if train:
+        layer.moving_mean.assign(moving[0])
+        layer.moving_variance.assign(moving[1])
     return y.permute(0, 2, 3, 1) if channels_last else y
 
 

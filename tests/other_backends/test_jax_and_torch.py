@@ -96,11 +96,12 @@ def test_channels_first_predicts_what_channels_last_does(tmp_path):
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's fused batch norm: the PyTorch backend only")
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 @pytest.mark.parametrize("axis", [-1, 1], ids=["channels_last", "channels_first"])
-def test_torch_fused_batch_norm_equals_keras_composition(axis):
-    """FusedBatchNorm in training on PyTorch runs PyTorch's fused kernels: the same outputs,
-    gradients (input, gamma, beta) and moving averages (unbiased variance) as Keras's
-    composition of it."""
+def test_torch_fused_batch_norm_equals_keras_composition(axis, training):
+    """FusedBatchNorm on PyTorch runs PyTorch's fused kernels: the same outputs, gradients
+    (input, gamma, beta) and moving averages (in training: updated with the unbiased variance;
+    at inference: untouched) as Keras's composition of it."""
     import torch
 
     from keras_regnet.layers import FusedBatchNorm
@@ -117,17 +118,20 @@ def test_torch_fused_batch_norm_equals_keras_composition(axis):
         bn.build(shape)
         bn.set_weights([s.astype("float32") for s in statistics])
         x_tensor = torch.tensor(x, requires_grad=True)
-        assert bn._torch_fusable(x_tensor, True, None)  # the fused kernel runs, or this proves nothing
+        assert bn._torch_fusable(x_tensor, training, None)  # the fused kernel runs, or this proves nothing
         if not fused:
             bn._torch_fusable = lambda *args: False
-        y = bn(x_tensor, training=True)
+        y = bn(x_tensor, training=training)
         (y * torch.tensor(weights)).sum().backward()
         return [y.detach().numpy(), x_tensor.grad.numpy(), bn.gamma.value.grad.numpy(),
                 bn.beta.value.grad.numpy(), *(keras.ops.convert_to_numpy(v) for v in
                                               (bn.moving_mean, bn.moving_variance))]
 
-    for ours, theirs in zip(run(True), run(False)):
+    fused, composed = run(True), run(False)
+    for ours, theirs in zip(fused, composed):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(theirs))))
+    moved = not np.allclose(composed[-2], statistics[2]) and not np.allclose(composed[-1], statistics[3])
+    assert moved == training  # the moving averages move in training only
 
 
 @pytest.fixture(scope="module")
