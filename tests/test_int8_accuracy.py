@@ -3,7 +3,7 @@ digits) and a model fine-tuned from it, each int8 file within half a top-1 point
 model on the validation split, run by its own runtime.
 
 The demo's trained run is stored in tests/data/digits_demo_run (its model.json and its weights
-at half precision, 4.6 MB): 40 epochs are minutes of training, too long for the suite. The
+at half precision, 4.4 MB): 40 epochs are minutes of training, too long for the suite. The
 float32 figure each file is held to is that stored model's, measured here, not a recorded one.
 To store a new run (after a change that makes the old weights unloadable)::
 
