@@ -96,12 +96,13 @@ def test_channels_first_predicts_what_channels_last_does(tmp_path):
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's fused batch norm: the PyTorch backend only")
-@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("mode", ["training", "inference", "frozen"])
 @pytest.mark.parametrize("axis", [-1, 1], ids=["channels_last", "channels_first"])
-def test_torch_fused_batch_norm_equals_keras_composition(axis, training):
+def test_torch_fused_batch_norm_equals_keras_composition(axis, mode):
     """FusedBatchNorm on PyTorch runs PyTorch's fused kernels: the same outputs, gradients
-    (input, gamma, beta) and moving averages (in training: updated with the unbiased variance;
-    at inference: untouched) as Keras's composition of it."""
+    (input; gamma and beta where trainable) and moving averages (in training: updated with the
+    unbiased variance; at inference and when frozen, i.e. training a model whose layer is not
+    trainable: untouched) as Keras's composition of it."""
     import torch
 
     from keras_regnet.layers import FusedBatchNorm
@@ -112,26 +113,28 @@ def test_torch_fused_batch_norm_equals_keras_composition(axis, training):
     weights = rng.normal(size=shape).astype("float32")
     statistics = [rng.uniform(0.5, 1.5, 6), rng.normal(0, 0.5, 6), rng.normal(0, 0.3, 6),
                   rng.uniform(0.5, 2, 6)]  # gamma, beta, moving mean and variance
+    training = mode != "inference"
 
     def run(fused: bool) -> list[np.ndarray]:
         bn = FusedBatchNorm(axis=axis, epsilon=1e-5, momentum=0.9)
         bn.build(shape)
         bn.set_weights([s.astype("float32") for s in statistics])
+        bn.trainable = mode != "frozen"
         x_tensor = torch.tensor(x, requires_grad=True)
         assert bn._torch_fusable(x_tensor, training, None)  # the fused kernel runs, or this proves nothing
         if not fused:
             bn._torch_fusable = lambda *args: False
         y = bn(x_tensor, training=training)
         (y * torch.tensor(weights)).sum().backward()
-        return [y.detach().numpy(), x_tensor.grad.numpy(), bn.gamma.value.grad.numpy(),
-                bn.beta.value.grad.numpy(), *(keras.ops.convert_to_numpy(v) for v in
-                                              (bn.moving_mean, bn.moving_variance))]
+        affine = [] if mode == "frozen" else [bn.gamma.value.grad.numpy(), bn.beta.value.grad.numpy()]
+        return [y.detach().numpy(), x_tensor.grad.numpy(), *affine,
+                *(keras.ops.convert_to_numpy(v) for v in (bn.moving_mean, bn.moving_variance))]
 
     fused, composed = run(True), run(False)
     for ours, theirs in zip(fused, composed):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(theirs))))
     moved = not np.allclose(composed[-2], statistics[2]) and not np.allclose(composed[-1], statistics[3])
-    assert moved == training  # the moving averages move in training only
+    assert moved == (mode == "training")  # the moving averages move in training only
 
 
 @pytest.fixture(scope="module")
