@@ -299,6 +299,36 @@ def run_trainer_in_process(capsys, *args) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, exited.value.code, captured.out, captured.err)
 
 
+def validation_split(data_dir: str):
+    """(images, labels) of a TFRecord directory's validation split through the trainer's eval
+    transform at 32x32 (labels 1-based in the records, 0-based here)."""
+    import numpy as np
+
+    from keras_regnet.training import data as data_lib
+    from keras_regnet.training.config import TrainConfig
+
+    config = TrainConfig(data_dir=data_dir, image_size=32, num_classes=10)
+    pipeline = config.pipeline(False, 1, label_offset=1)
+    pairs = [(x.numpy()[0], int(y.numpy()[0])) for x, y in data_lib.make_dataset(
+        data_lib.split_files(data_dir, "validation"), pipeline)]
+    images, labels = zip(*pairs)
+    return np.stack(images), np.asarray(labels)
+
+
+def artifact_top1(path: str, images, labels) -> float:
+    """Top-1 (%) of an exported file run by its own runtime (image by image for LiteRT: the
+    int8 file takes a batch of one)."""
+    import numpy as np
+
+    from keras_regnet.formats import run_artifact
+
+    if path.endswith(".tflite"):
+        predicted = np.asarray([int(run_artifact(path, image[None]).argmax()) for image in images])
+    else:
+        predicted = run_artifact(path, images).argmax(-1)
+    return 100 * float(np.mean(predicted == labels))
+
+
 def run_client(script: str, *args, onednn: str = "0", timeout: int = 300):
     """Runs ``tests/clients/SCRIPT`` in a fresh interpreter with TF_ENABLE_ONEDNN_OPTS set
     explicitly (a served model must run with oneDNN off, TensorFlow's default on AVX2 CPUs,

@@ -27,6 +27,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import artifact_top1, validation_split
 from keras_regnet.deployable import RUN_DESCRIPTION, RUN_WEIGHTS
 
 STORED_RUN = pathlib.Path(__file__).resolve().parent / "data" / "digits_demo_run"
@@ -67,34 +68,10 @@ def restore_run(target: pathlib.Path) -> str:
     return str(target)
 
 
-def validation_split(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """The validation images through the trainer's eval transform at 32, and their labels."""
-    from keras_regnet.training import data as data_lib
-    from keras_regnet.training.config import TrainConfig
-
-    config = TrainConfig(data_dir=data_dir, image_size=32, num_classes=10)
-    pipeline = config.pipeline(False, 1, label_offset=1)
-    pairs = [(x.numpy()[0], int(y.numpy()[0])) for x, y in data_lib.make_dataset(
-        data_lib.split_files(data_dir, "validation"), pipeline)]
-    images, labels = zip(*pairs)
-    return np.stack(images), np.asarray(labels)
-
-
 def float32_top1(run_dir: str, images: np.ndarray, labels: np.ndarray) -> float:
     from keras_regnet.deployable import load_deployable
 
     predicted = load_deployable(run_dir).model.predict(images, batch_size=64, verbose=0).argmax(-1)
-    return 100 * float(np.mean(predicted == labels))
-
-
-def artifact_top1(path: str, images: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 (%) of an exported file run by its runtime (the int8 LiteRT file takes one image)."""
-    from keras_regnet.formats import run_artifact
-
-    if path.endswith(".tflite"):
-        predicted = np.asarray([int(run_artifact(path, image[None]).argmax()) for image in images])
-    else:
-        predicted = run_artifact(path, images).argmax(-1)
     return 100 * float(np.mean(predicted == labels))
 
 

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 
 import keras_regnet
-from conftest import TRAIN, free_port, run_trainer, run_trainer_in_process, wait_for_all
+from conftest import (
+    TRAIN,
+    artifact_top1,
+    free_port,
+    run_trainer,
+    run_trainer_in_process,
+    validation_split,
+    wait_for_all,
+)
 from keras_regnet.training import data as data_lib
 from keras_regnet.training.config import PipelineConfig, Recipe, TrainConfig
 from keras_regnet.training.demo import prepare
@@ -328,8 +336,10 @@ def test_the_export_scores_what_the_trainer_reported_on_non_square_images(tiny_d
     assert total == 360 and 100 * correct / total == metrics["val_top1"]
     # --export_formats: the ONNX file scores exactly the same; the int8 LiteRT file runs (its
     # accuracy on a trained model: test_int8_accuracy.py).
-    assert _artifact_top1(str(tmp_path / "run" / "export" / "tiny-1.onnx"), data_dir) == metrics["val_top1"]
-    assert 0 <= _artifact_top1(str(tmp_path / "run" / "export" / "tiny-1_int8.tflite"), data_dir) <= 100
+    images, labels = validation_split(data_dir)
+    written = tmp_path / "run" / "export"
+    assert artifact_top1(str(written / "tiny-1.onnx"), images, labels) == metrics["val_top1"]
+    assert 0 <= artifact_top1(str(written / "tiny-1_int8.tflite"), images, labels) <= 100
 
 
 @pytest.mark.slow
@@ -732,19 +742,3 @@ def test_digits_accuracy_floor_that_every_earlier_trainer_met(demo_dir, tmp_path
     assert _served_top1(str(tmp_path / "again" / "1"), demo_dir) == (correct, total)
     labels = (tmp_path / "again" / "1" / "assets" / "labels.txt").read_text().split()
     assert labels == [str(i) for i in range(10)]
-
-
-def _artifact_top1(path: str, data_dir: str) -> float:
-    """Top-1 (%) of an exported file, run by its runtime, on the validation split through the
-    trainer's eval transform (image by image: the int8 LiteRT file takes a batch of one)."""
-    from keras_regnet.formats import run_artifact
-
-    config = TrainConfig(data_dir=data_dir, image_size=32, num_classes=10)
-    pipeline = config.pipeline(False, 1, label_offset=1)
-    images, labels = zip(*[(x.numpy()[0], int(y.numpy()[0])) for x, y in data_lib.make_dataset(
-        data_lib.split_files(data_dir, "validation"), pipeline)])
-    if not path.endswith(".tflite"):  # the others take any batch: one call
-        predicted = run_artifact(path, np.stack(images)).argmax(-1)
-    else:
-        predicted = [int(run_artifact(path, image[None]).argmax()) for image in images]
-    return 100 * float(np.mean(np.asarray(predicted) == np.asarray(labels)))
