@@ -87,17 +87,19 @@ class GroupedConv2D(keras.layers.Conv2D):
         import tensorflow as tf
 
         # What follows the grouped conv must never be fused into it by TensorFlow's graph
-        # optimiser (grappler's remapper): its _FusedConv2D (conv + BiasAdd / FusedBatchNorm /
-        # ReLU) has no grouped kernel without oneDNN, so a SavedModel written where oneDNN is on
-        # would fail where it is off (TF Serving, AVX2 CPUs). The remapper takes a bias given
-        # as AddV2 (not BiasAdd) only when oneDNN is on, whose fused kernel handles groups; a
-        # conv with no bias is followed by an EnsureShape, which nothing fuses with.
+        # optimiser (grappler's remapper) in a graph that may run elsewhere: its _FusedConv2D
+        # (conv + BiasAdd / FusedBatchNorm / ReLU) has no grouped kernel without oneDNN, so a
+        # SavedModel written where oneDNN is on would fail where it is off (TF Serving, AVX2
+        # CPUs). The remapper takes a bias given as AddV2 (not BiasAdd) only when oneDNN is on,
+        # whose fused kernel handles groups; a conv with no bias is followed by an EnsureShape,
+        # which nothing fuses with, except in Keras's own step functions here (see
+        # _graph_runs_only_in_this_process): there the conv, its batch norm and ReLU fuse.
         outputs = self.convolution_op(inputs, self.kernel)
         if self.use_bias:
             bias = self.bias if self.data_format == "channels_last" else tf.reshape(
                 self.bias, [1, self.filters, 1, 1])
             outputs = tf.math.add(outputs, tf.cast(bias, outputs.dtype))
-        else:
+        elif not (_onednn_on() and _graph_runs_only_in_this_process()):
             outputs = tf.ensure_shape(outputs, outputs.shape)
         return self.activation(outputs) if self.activation is not None else outputs
 
@@ -202,13 +204,44 @@ def _jax_or_torch_convolution(layer: keras.layers.Conv2D, inputs, kernel):
     return None
 
 
+# Keras's predict / evaluate / train step functions (keras/src/backend/tensorflow/trainer.py).
+# Keras leaves them out of SavedModels, so their graphs run only in the process that traced them.
+KERAS_STEP_FUNCTIONS = frozenset({"one_step_on_data", "one_step_on_data_distributed", "multi_step_on_data",
+                                  "one_step_on_iterator", "multi_step_on_iterator"})
+
+
+def _graph_runs_only_in_this_process() -> bool:
+    """Whether the graph being traced belongs to one of Keras's step functions.
+
+    Those graphs never leave the process, so the oneDNN state they run under is this process's;
+    any other graph (``model.export``, ``tf.saved_model.save``, a user's ``tf.function``) may be
+    served elsewhere and keeps the grouped conv unfusable. If Keras renames its functions, this
+    only turns the fusion off again (the RegNetY032 predict of 2026-12-03 ran ~10% slower so).
+    """
+    import tensorflow as tf
+
+    graph = tf.compat.v1.get_default_graph()
+    while graph is not None:
+        if getattr(graph, "name", None) in KERAS_STEP_FUNCTIONS:
+            return True
+        graph = getattr(graph, "outer_graph", None)
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def _onednn_on() -> bool:
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process (fixed once it loaded)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 @functools.lru_cache(maxsize=1)
 def _native_grouped_conv() -> bool:
     """Whether TensorFlow's native grouped convolution has gradients here (GPU or oneDNN)."""
     import tensorflow as tf
-    from tensorflow.python.util import _pywrap_util_port
 
-    if tf.config.list_logical_devices("GPU") or _pywrap_util_port.IsMklEnabled():
+    if tf.config.list_logical_devices("GPU") or _onednn_on():
         return True
     warnings.warn(
         "TensorFlow's oneDNN CPU kernels are off (TF_ENABLE_ONEDNN_OPTS=0, or TensorFlow was "

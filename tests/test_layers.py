@@ -155,6 +155,35 @@ def test_exported_regnet_graph_has_no_xla(tmp_path):
 
 
 @pytest.mark.tensorflow_only(TF_GRAPH)
+def test_grouped_conv_fuses_with_its_batch_norm_only_in_keras_step_functions(tmp_path):
+    """Keras's predict graph (never saved) lets grappler fuse each grouped conv with its batch
+    norm and ReLU (no EnsureShape between them); Keras's export, a plain ``tf.function`` and
+    ``tf.saved_model.save`` keep the EnsureShape that stops the fusion TF Serving without
+    oneDNN cannot run."""
+    import tensorflow as tf
+
+    from keras_regnet.layers import _onednn_on
+
+    assert _onednn_on()  # import keras_regnet turned the kernels on (conftest imports it first)
+    model = keras_regnet.RegNetY002(weights=None, input_shape=(32, 32, 3))
+    x = np.zeros((2, 32, 32, 3), "float32")
+    grouped = sum(getattr(layer, "groups", 1) > 1 for layer in model.layers)
+
+    def ensure_shapes(functions) -> int:
+        return sum(op.type == "EnsureShape" for f in functions for op in f.graph.get_operations())
+
+    model.predict_on_batch(x)
+    assert ensure_shapes(model.predict_function._list_all_concrete_functions()) == 0
+    user_function = tf.function(model)
+    assert ensure_shapes([user_function.get_concrete_function(x)]) == grouped > 0
+    model.export(str(tmp_path / "keras_export"), verbose=False)
+    tf.saved_model.save(model, str(tmp_path / "tf_save"))
+    for folder in ("keras_export", "tf_save"):  # each function of the file holds them all
+        saved = (tmp_path / folder / "saved_model.pb").read_bytes()
+        assert saved.count(b"EnsureShape") >= grouped, folder
+
+
+@pytest.mark.tensorflow_only(TF_GRAPH)
 def test_stock_keras_grouped_conv_does_leave_xla(tmp_path):
     # Control for the test above: it can fail. Keras's own grouped Conv2D is jit-compiled.
     model = keras.Sequential([keras.Input((16, 16, 8)), keras.layers.Conv2D(8, 3, groups=4)])
