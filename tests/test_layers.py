@@ -183,6 +183,27 @@ def test_grouped_conv_fuses_with_its_batch_norm_only_in_keras_step_functions(tmp
         assert saved.count(b"EnsureShape") >= grouped, folder
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_image_normalization_equals_keras_normalization(channels):
+    """Our fixed-statistics layer (a 1x1 conv on TensorFlow) gives what Keras's own
+    Normalization gives, eagerly and in a graph, for 1, 3 and 4 channels."""
+    from keras_regnet.layers import ImageNormalization
+
+    rng = np.random.default_rng(channels)
+    mean, variance = rng.uniform(50, 200, channels), rng.uniform(30, 80, channels) ** 2
+    x = rng.uniform(0, 255, (2, 9, 7, channels)).astype("float32")
+    ours = ImageNormalization(mean=mean, variance=variance)
+    theirs = keras.layers.Normalization(mean=mean, variance=variance)
+    expected = numpy(theirs(x))
+    np.testing.assert_allclose(numpy(ours(x)), expected, rtol=0, atol=1e-5)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        graph = tf.function(ours).get_concrete_function(tf.TensorSpec((None, None, None, channels))).graph
+        assert "Conv2D" in {op.type for op in graph.get_operations()}
+        np.testing.assert_allclose(tf.function(ours)(x).numpy(), expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.tensorflow_only(TF_GRAPH)
 def test_stock_keras_grouped_conv_does_leave_xla(tmp_path):
     # Control for the test above: it can fail. Keras's own grouped Conv2D is jit-compiled.
