@@ -25,7 +25,6 @@ EXTRAS = {
         "pycls==0.1.1",
         "tensorflow-serving-api>=2.16",
         "tensorboard",
-        "scikit-learn",
         "matplotlib",
         "tensorflow-datasets",
         "keras-hub>=0.21",
@@ -47,12 +46,13 @@ EXTRAS = {
     "openvino": ["openvino", "tf2onnx>=1.16", "onnx", "onnxruntime"],  # int8: via the QDQ ONNX file
     # KerasHub: RegNetBackbone / RegNetImageClassifier, presets, `keras-regnet preset`.
     "hub": ["keras-hub>=0.21"],
-    # The trainer: TensorBoard logs (TF 2.21 no longer installs it), the embedded digits demo.
-    "train": ["tensorboard", "scikit-learn"],
+    # The trainer: TensorBoard logs (TF 2.21 no longer installs it). The embedded digits demo
+    # ships in the package (keras_regnet/data/digits.npz): no scikit-learn.
+    "train": ["tensorboard"],
     # Reading prepared TFDS datasets (imagenet2012) in the trainer.
     "tfds": ["tensorflow-datasets"],
     # Design-space sweeps: plots for the report.
-    "sweep": ["matplotlib", "tensorboard", "scikit-learn"],
+    "sweep": ["matplotlib", "tensorboard"],
     # Writes the TF Serving warmup file on export.
     "serving": ["tensorflow-serving-api>=2.16"],
     # Anchors for benchmarks/.
@@ -70,7 +70,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["keras_regnet", "keras_regnet.*"]),
-    package_data={"keras_regnet": ["data/*.json", "data/*.csv"]},
+    package_data={"keras_regnet": ["data/*.json", "data/*.csv", "data/*.npz"]},
     install_requires=[
         "keras>=3.3",
         "tensorflow>=2.16",

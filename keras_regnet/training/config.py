@@ -217,7 +217,7 @@ class TrainConfig:
         return PipelineConfig(training=training, batch_size=batch_size, **(settings | changes))
 
 
-# The embedded demo (training/train.py without --data_dir): scikit-learn's digits at 32x32.
+# The embedded demo (training/train.py without --data_dir): the packaged digit scans at 32x32.
 # No flips (a mirrored 2 is no 2) and milder crops (a 0.08 crop of an 8x8 scan is noise).
 DEMO_DEFAULTS = dict(epochs=40, batch_size=64, image_size=32, num_classes=10, cpu_replicas=2,
                      crop_area_min=0.35, flip=False)
