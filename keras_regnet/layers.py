@@ -431,8 +431,7 @@ class ImageNormalization(keras.layers.Normalization):
         # at 224x224 spent ~6% of its predict in this layer's Sub and Mul); as a 1x1 conv with
         # a diagonal kernel and a BiasAdd, the same x / std - mean / std is one fused kernel.
         return (keras.backend.backend() == "tensorflow" and ndim == 4 and self.compute_dtype == "float32"
-                and tuple(self._keep_axis) == (3,) and len(kept) == 1 and kept[0] is not None
-                and kept[0] <= 4)
+                and tuple(self._keep_axis) == (3,) and kept[0] is not None and kept[0] <= 4)
 
 
 def _normalize_with_pointwise_conv(x, mean: np.ndarray, std: np.ndarray):

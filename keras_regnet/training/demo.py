@@ -28,9 +28,9 @@ def digit_images(size: int | tuple[int, int] = 32, seed: int = 0) -> dict[str, t
     """
     import tensorflow as tf
 
-    digits = np.load(DIGITS_FILE)
-    targets = digits["labels"].astype("int64")
-    images = digits["images"][..., None].astype("float32") * (255.0 / 16.0)
+    with np.load(DIGITS_FILE) as digits:
+        targets = digits["labels"].astype("int64")
+        images = digits["images"][..., None].astype("float32") * (255.0 / 16.0)
     images = tf.image.resize(images, (size, size) if isinstance(size, int) else size,
                              method="bilinear").numpy()
     images = np.repeat(np.clip(images, 0, 255).astype("uint8"), 3, axis=-1)
