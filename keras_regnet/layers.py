@@ -199,8 +199,10 @@ def _jax_or_torch_convolution(layer: keras.layers.Conv2D, inputs, kernel):
     if backend == "jax" and layer.kernel_size == (1, 1) and layer.dilation_rate == (1, 1):
         return conv_ops.pointwise_conv(inputs, kernel, layer.strides, layer.data_format)
     if backend == "torch":
+        if "_torch_kernel_cache" not in layer.__dict__:  # plain attribute: no Keras/Module tracking
+            object.__setattr__(layer, "_torch_kernel_cache", {})
         return conv_ops.torch_conv(inputs, kernel, layer.groups, layer.strides, layer.padding,
-                                   layer.dilation_rate, layer.data_format)
+                                   layer.dilation_rate, layer.data_format, layer._torch_kernel_cache)
     return None
 
 

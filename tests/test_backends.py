@@ -110,7 +110,8 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
     # A skip would hide a failure: only TensorFlow-only tests, and (on PyTorch) the JAX-only ones.
     allowed = ("TensorFlow only: ", "XLA's SPMD partitioning: the JAX backend only",
                "Keras's kernels drawn on the host: the JAX backend only",
-               "PyTorch's fused batch norm: the PyTorch backend only")
+               "PyTorch's fused batch norm: the PyTorch backend only",
+               "PyTorch's kernel cache: the PyTorch backend only")
     skipped = {t: m for t, (o, m) in outcomes.items() if o == "skipped" and not m.startswith(allowed)}
     assert not skipped, (backend, skipped)
 
@@ -127,3 +128,4 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
     jax_only = 3 if backend == "jax" else 0  # 2 data-parallel formulations, the kernel init
     assert passed(r"test_data_parallel_train_step|test_jax_conv_kernels") == jax_only, backend
     assert passed(r"test_torch_fused_batch_norm") == (6 if backend == "torch" else 0), backend
+    assert passed(r"test_torch_kernel_cache") == (2 if backend == "torch" else 0), backend

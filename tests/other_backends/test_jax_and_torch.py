@@ -137,6 +137,35 @@ def test_torch_fused_batch_norm_equals_keras_composition(axis, mode):
     assert moved == (mode == "training")  # the moving averages move in training only
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's kernel cache: the PyTorch backend only")
+@pytest.mark.parametrize("layer_class", [GroupedConv2D, PointwiseConv2D])
+def test_torch_kernel_cache_follows_the_variable(layer_class):
+    """Outside autograd the conv keeps its kernel in channels-last OIHW between calls; assigning
+    the variable (as set_weights and an optimizer do) is seen at the next call, and in autograd
+    the kernel's gradient still flows (no cached copy there)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    groups = 4 if layer_class is GroupedConv2D else 1
+    layer = layer_class(16, 3 if groups > 1 else 1, groups=groups, padding="same", use_bias=False)
+    x = rng.normal(size=(2, 9, 9, 8)).astype("float32")
+    layer.build(x.shape)
+
+    def expected() -> np.ndarray:  # Keras's own convolution with the current kernel
+        return keras.ops.convert_to_numpy(keras.ops.conv(x, layer.kernel, padding="same"))
+
+    for _ in range(2):  # the second round reads the cache after an assignment
+        with torch.no_grad():
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected(), atol=1e-5)
+        cached = layer._torch_kernel_cache["weights"]
+        assert cached.is_contiguous(memory_format=torch.channels_last)
+        layer.kernel.assign(rng.normal(size=layer.kernel.shape).astype("float32"))
+    x_tensor = torch.tensor(x)
+    layer(x_tensor).sum().backward()
+    assert layer.kernel.value.grad is not None and float(layer.kernel.value.grad.abs().sum()) > 0
+    assert layer._torch_kernel_cache["weights"] is cached  # the autograd call left it alone
+
+
 @pytest.fixture(scope="module")
 def tensorflow_logits():
     """The parent's TensorFlow logits (test_backends.py writes them before this run starts)."""
