@@ -7,8 +7,13 @@ timed batches after --warmup untimed ones). Prints the CPU model and the machine
 rate (TensorFlow, 2048x2048), the table, and ours / theirs ratios. No assertion: figures depend
 on the machine. ``--write-docs`` puts the table into docs/performance.md.
 
+``--interleave`` starts every contender's process at once instead and alternates them batch by
+batch (each timed batch runs while the others wait idle): on a machine whose speed drifts
+between minutes (a shared VM), the ratios then compare batches timed seconds apart.
+
     python benchmarks/bench_models.py --models RegNetX004 RegNetY032
     python benchmarks/bench_models.py --models RegNetX004 --contenders keras_regnet kimm --rounds 1
+    python benchmarks/bench_models.py --interleave --contenders keras_regnet keras_regnet_torch --repeats 9
 """
 
 from __future__ import annotations
@@ -269,6 +274,95 @@ def run_worker(args: list[str], env: dict | None = None, script: str = __file__)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+REPLY = "@@"  # marks the serving worker's replies among whatever else a library prints
+
+
+def serve(contender: str, name: str, batch: int, size: int) -> None:
+    """``--interleave``'s worker: builds the contender, says it is ready, then runs one step per
+    line read from stdin ("infer" or "train") and replies with its seconds ("none" where the
+    contender has no such step) until stdin closes."""
+    sys.path.insert(0, str(ROOT))
+    steps = dict(zip(("infer", "train"), globals()[contender](name, batch, size)))
+    print(REPLY + "ready", flush=True)
+    for line in sys.stdin:
+        step = steps[line.strip()]
+        if step is None:
+            print(REPLY + "none", flush=True)
+            continue
+        start = time.perf_counter()
+        step()
+        print(f"{REPLY}{time.perf_counter() - start}", flush=True)
+
+
+class ServingWorker:
+    """A contender's ``serve`` process, driven one step at a time."""
+
+    def __init__(self, contender: str, common: list[str]):
+        self.contender = contender
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--worker", contender, "--serve", *common], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **CONTENDERS[contender][1]})
+
+    def _reply(self) -> str:
+        for line in self.process.stdout:
+            if line.startswith(REPLY):
+                return line[len(REPLY):].strip()
+        error = self.process.stderr.read().strip().splitlines()
+        raise RuntimeError(error[-1] if error else "exited")
+
+    def wait_ready(self) -> None:
+        self._reply()
+
+    def step(self, kind: str) -> float | None:
+        self.process.stdin.write(kind + "\n")
+        self.process.stdin.flush()
+        reply = self._reply()
+        return None if reply == "none" else float(reply)
+
+    def close(self) -> None:
+        if self.process.stdin and not self.process.stdin.closed:
+            self.process.stdin.close()
+        self.process.kill()
+        self.process.wait()
+
+
+def interleaved_rates(name: str, contenders: list[str], common: list[str], batch: int, warmup: int,
+                      repeats: int) -> dict:
+    """{contender: {"infer", "train": images/s}}: every contender's process alive at once, its
+    timed batches alternating with the others' (the order reversed each repeat), a short pause
+    between batches so that the last one's idle thread pools have stopped spinning."""
+    workers = {c: ServingWorker(c, common) for c in contenders}
+    try:
+        for contender, worker_process in list(workers.items()):
+            try:
+                worker_process.wait_ready()
+            except RuntimeError as err:
+                print(f"  {name} {contender}: unavailable ({err})", flush=True)
+                worker_process.close()
+                del workers[contender]
+        times: dict = {c: {"infer": [], "train": []} for c in workers}
+        for kind in ("infer", "train"):
+            budget = {c: repeats for c in workers}
+            for contender, worker_process in workers.items():
+                for _ in range(max(2, warmup)):  # the first call traces / compiles
+                    seconds = worker_process.step(kind)
+                    if seconds is None or seconds > SLOW_STEP_S:
+                        budget[contender] = 0 if seconds is None else min(repeats, 2)
+                        break
+            for index in range(max(budget.values(), default=0)):
+                order = list(workers) if index % 2 == 0 else list(reversed(workers))
+                for contender in order:
+                    if len(times[contender][kind]) < budget[contender]:
+                        time.sleep(0.05)
+                        times[contender][kind].append(workers[contender].step(kind))
+    finally:
+        for worker_process in workers.values():
+            worker_process.close()
+    return {c: {k: (batch / statistics.median(ts) if ts else None) for k, ts in kinds.items()}
+            for c, kinds in times.items()}
+
+
 def cpu_model() -> str:
     try:
         for line in open("/proc/cpuinfo"):
@@ -308,10 +402,17 @@ def main() -> None:
                         help="the models the XLA-grouped-conv contenders (stock tf-keras, kimm) run: "
                              "a RegNetY032 train step takes minutes there")
     parser.add_argument("--write-docs", action="store_true", help="rewrite the table in docs/performance.md")
+    parser.add_argument("--interleave", action="store_true",
+                        help="every contender's process alive at once, alternating batch by batch "
+                             "(--repeats timed batches each; --rounds is not used)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "matmul":
         print(json.dumps({"gflops": matmul_gflops()}))
+        return
+    if args.worker and args.serve:
+        serve(args.worker, args.models[0], args.batch, args.size)
         return
     if args.worker:
         rates = worker(args.worker, args.models[0], args.batch, args.size, args.warmup, args.repeats)
@@ -327,7 +428,14 @@ def main() -> None:
     print(f"CPU: {cpu}; fp32 matmul (TensorFlow, 2048^2): {matmul:.0f} GFLOP/s", flush=True)
     flops = {name: count(get_spec(name))["flops"] for name in args.models}
     runs: dict = {name: {c: [] for c in args.contenders} for name in args.models}
-    for round_index in range(args.rounds):
+    for name in args.models if args.interleave else []:
+        common = ["--models", name, "--batch", str(args.batch), "--size", str(args.size)]
+        contenders = [c for c in args.contenders if c not in XLA_CONTENDERS or name in args.xla_models]
+        for contender, rates in interleaved_rates(name, contenders, common, args.batch, args.warmup,
+                                                  args.repeats).items():
+            runs[name][contender].append(rates)
+            print(f"  {name} {contender}: {rates}", flush=True)
+    for round_index in range(0 if args.interleave else args.rounds):
         order = args.contenders if round_index % 2 == 0 else list(reversed(args.contenders))
         for name in args.models:
             for contender in order:
@@ -349,9 +457,13 @@ def main() -> None:
     results = {name: {c: {k: median(r[k] for r in rs) for k in ("infer", "train")}
                       for c, rs in rows.items() if rs} for name, rows in runs.items()}
     text = table(results, flops, matmul, args.contenders)
+    timing = (f"each contender's process alive at once, the median of its {args.repeats} timed batches, "
+              f"alternating with the others' batch by batch, after {max(2, args.warmup)} warm-up ones"
+              if args.interleave else
+              f"median over {args.rounds} alternating rounds of each process's median of "
+              f"{args.repeats} timed batches after {args.warmup} warm-up ones")
     header = (f"CPU: {cpu}; fp32 matmul {matmul:.0f} GFLOP/s. Batch {args.batch}, {args.size}x{args.size}, "
-              f"images/s, median over {args.rounds} alternating rounds of each process's median of "
-              f"{args.repeats} timed batches after {args.warmup} warm-up ones.\n\n")
+              f"images/s, {timing}.\n\n")
     print("\n" + header + text)
     if args.write_docs:
         from keras_regnet.tables import replace_generated
