@@ -308,23 +308,35 @@ class ServingWorker:
         for line in self.process.stdout:
             if line.startswith(REPLY):
                 return line[len(REPLY):].strip()
+        raise RuntimeError(self._exit_reason())
+
+    def _exit_reason(self) -> str:
+        code = self.process.wait()
+        if code == -9:  # SIGKILL: on Linux most often the kernel's out-of-memory killer
+            return "killed (out of memory? every contender's process is alive at once: ask for fewer)"
         error = self.process.stderr.read().strip().splitlines()
-        raise RuntimeError(error[-1] if error else "exited")
+        return error[-1] if error else f"exited with status {code}"
 
     def wait_ready(self) -> None:
         self._reply()
 
     def step(self, kind: str) -> float | None:
-        self.process.stdin.write(kind + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(kind + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            raise RuntimeError(self._exit_reason()) from None
         reply = self._reply()
         return None if reply == "none" else float(reply)
 
     def close(self) -> None:
-        if self.process.stdin and not self.process.stdin.closed:
-            self.process.stdin.close()
         self.process.kill()
         self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            try:
+                stream.close()
+            except BrokenPipeError:  # a write that never reached the dead process
+                pass
 
 
 def interleaved_rates(name: str, contenders: list[str], common: list[str], batch: int, warmup: int,
@@ -333,29 +345,42 @@ def interleaved_rates(name: str, contenders: list[str], common: list[str], batch
     timed batches alternating with the others' (the order reversed each repeat), a short pause
     between batches so that the last one's idle thread pools have stopped spinning."""
     workers = {c: ServingWorker(c, common) for c in contenders}
+    times: dict = {c: {"infer": [], "train": []} for c in workers}
+
+    def run(contender: str, kind: str) -> float | None:
+        """One step; a contender whose process died is reported and leaves the rotation."""
+        try:
+            return workers[contender].step(kind)
+        except RuntimeError as err:
+            print(f"  {name} {contender}: unavailable ({err})", flush=True)
+            workers.pop(contender).close()
+            times.pop(contender)
+            return None
+
     try:
         for contender, worker_process in list(workers.items()):
             try:
                 worker_process.wait_ready()
             except RuntimeError as err:
                 print(f"  {name} {contender}: unavailable ({err})", flush=True)
-                worker_process.close()
-                del workers[contender]
-        times: dict = {c: {"infer": [], "train": []} for c in workers}
+                workers.pop(contender).close()
+                times.pop(contender)
         for kind in ("infer", "train"):
             budget = {c: repeats for c in workers}
-            for contender, worker_process in workers.items():
+            for contender in list(workers):
                 for _ in range(max(2, warmup)):  # the first call traces / compiles
-                    seconds = worker_process.step(kind)
+                    seconds = run(contender, kind)
                     if seconds is None or seconds > SLOW_STEP_S:
                         budget[contender] = 0 if seconds is None else min(repeats, 2)
                         break
             for index in range(max(budget.values(), default=0)):
                 order = list(workers) if index % 2 == 0 else list(reversed(workers))
                 for contender in order:
-                    if len(times[contender][kind]) < budget[contender]:
+                    if contender in workers and len(times[contender][kind]) < budget[contender]:
                         time.sleep(0.05)
-                        times[contender][kind].append(workers[contender].step(kind))
+                        seconds = run(contender, kind)
+                        if seconds is not None:
+                            times[contender][kind].append(seconds)
     finally:
         for worker_process in workers.values():
             worker_process.close()
