@@ -26,7 +26,8 @@ SMOKE = {
     "benchmarks/bench_models.py": ([*TINY, "--models", "RegNetX002", "--contenders", "keras_regnet",
                                     "keras_regnet_torch", "timm", "--warmup", "0", "--interleave",
                                     "--xla-models"],
-                                   r"alternating with the others' batch by batch[\s\S]*\| RegNetX002 \| .*timm"),
+                                   r"alternating with the others' batch by batch"
+                                   r"[\s\S]*\| RegNetX002 \| .*timm"),
     # The TF SavedModel workers are left out here (served by plain TensorFlow in test_export.py).
     "benchmarks/bench_deploy.py": (["--models", "RegNetX002", "--size", "32", "--repeats", "1", "--int8",
                                     "--runtimes", "onnxruntime", "litert", "openvino", "timm"],
