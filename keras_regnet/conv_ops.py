@@ -99,16 +99,19 @@ def torch_conv(inputs, kernel, groups: int, strides: Sequence[int] = (1, 1), pad
 def _oihw_kernel(kernel, data_format: str, cache: dict | None):
     """The HWIO kernel as PyTorch's OIHW: a view in autograd; outside it, a copy in the memory
     format the convolution reads (channels-last for channels-last inputs), kept in ``cache``
-    while the tensor is unchanged (same storage, same version counter, which in-place
-    assignment advances). PyTorch's oneDNN convolution would otherwise copy the permuted view
-    at every call: RegNetX004 copies its 5.2M weights per forward pass."""
+    while the kernel is the same tensor object, unchanged (its version counter, which in-place
+    assignment advances). The cache holds that tensor, so a new one (a variable's new value,
+    a per-call cast under mixed precision) can never pass for it at a reused address. PyTorch's
+    oneDNN convolution would otherwise copy the permuted view at every call: RegNetX004 copies
+    its 5.2M weights per forward pass."""
     import torch
 
     view = kernel.permute(3, 2, 0, 1)
     if cache is None or torch.is_grad_enabled():
         return view
-    key = (kernel.data_ptr(), kernel._version, kernel.dtype, data_format)
-    if cache.get("key") != key:
+    if not (cache.get("source") is kernel and cache["version"] == kernel._version
+            and cache["data_format"] == data_format):
         layout = torch.channels_last if data_format == "channels_last" else torch.contiguous_format
-        cache["weights"], cache["key"] = view.contiguous(memory_format=layout), key
+        cache.update(source=kernel, version=kernel._version, data_format=data_format,
+                     weights=view.contiguous(memory_format=layout))
     return cache["weights"]

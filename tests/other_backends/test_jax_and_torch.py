@@ -166,6 +166,27 @@ def test_torch_kernel_cache_follows_the_variable(layer_class):
     assert layer._torch_kernel_cache["weights"] is cached  # the autograd call left it alone
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's kernel cache: the PyTorch backend only")
+def test_torch_kernel_cache_never_takes_a_new_tensor_at_the_same_address_for_the_old():
+    """A kernel passed per call (a cast under mixed precision) may land where the last one was,
+    with the same version counter: two tensors over one NumPy buffer, rewritten in between."""
+    import torch
+
+    from keras_regnet.conv_ops import torch_conv
+
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.normal(size=(1, 6, 6, 8)).astype("float32"))
+    buffer = rng.normal(size=(3, 3, 2, 8)).astype("float32")
+    cache: dict = {}
+    with torch.no_grad():
+        first = torch_conv(x, torch.from_numpy(buffer), groups=4, padding="same", kernel_cache=cache)
+        buffer[...] = rng.normal(size=buffer.shape)
+        second = torch_conv(x, torch.from_numpy(buffer), groups=4, padding="same", kernel_cache=cache)
+        expected = torch_conv(x, torch.from_numpy(buffer), groups=4, padding="same")
+    assert not torch.allclose(first, expected)
+    np.testing.assert_allclose(second.numpy(), expected.numpy(), rtol=0, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def tensorflow_logits():
     """The parent's TensorFlow logits (test_backends.py writes them before this run starts)."""
