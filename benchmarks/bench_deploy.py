@@ -14,8 +14,12 @@ not depend on them), and a second table: fp32 vs int8 per runtime, with the spee
 (``--write-docs`` then writes that table only, into the block of docs/deploy.md for CPUs with
 VNNI or for those without: int8 kernels gain far more with it).
 
+``--interleave`` keeps every runtime's process alive at once and alternates their timed calls
+one by one (benchmarks/interleave.py), for machines whose speed drifts within minutes.
+
     python benchmarks/bench_deploy.py --models RegNetX004 RegNetY032
     python benchmarks/bench_deploy.py --models RegNetX004 RegNetY004 --int8 --write-docs
+    python benchmarks/bench_deploy.py --models RegNetX004 --int8 --interleave --runtimes litert openvino
     python benchmarks/bench_deploy.py --worker litert --path m.tflite --model RegNetX004
 """
 
@@ -30,6 +34,7 @@ import sys
 import tempfile
 import time
 
+import interleave  # same folder
 from timing_args import timing_parser  # same folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -162,16 +167,35 @@ def _torch_int8_runner(model: str, size: int):
         return _torch_runner(convert_fx(prepared))
 
 
-def worker(runtime: str, path: str, model: str, size: int, repeats: int) -> dict:
+BATCHES = ((1, 4, 3), (32, 1, 1))  # (batch, timed calls per --repeats, warm-up calls)
+
+
+def _calls(runtime: str, path: str, model: str, size: int) -> dict:
+    """{"b1", "b32": a call of the runtime's file on a batch of that many random images}."""
     import numpy as np
 
     run = _runner(runtime, path, model, size)
     rng = np.random.default_rng(0)
-    result = {}
-    for batch, reps, warm in ((1, repeats * 4, 3), (32, repeats, 1)):
-        x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-        result[f"b{batch}_ms"] = _median_ms(lambda x=x: run(x), reps, warm)
-    return result
+    batches = {f"b{b}": rng.uniform(0, 255, (b, size, size, 3)).astype("float32") for b, _, _ in BATCHES}
+    return {kind: (lambda x=x: run(x)) for kind, x in batches.items()}
+
+
+def worker(runtime: str, path: str, model: str, size: int, repeats: int) -> dict:
+    calls = _calls(runtime, path, model, size)
+    return {f"b{batch}_ms": _median_ms(calls[f"b{batch}"], repeats * per_repeat, warm)
+            for batch, per_repeat, warm in BATCHES}
+
+
+def interleaved_latencies(model: str, runtimes: list[str], paths: dict, size: int, repeats: int) -> dict:
+    """{runtime: {"b1_ms", "b32_ms"}}: every runtime's process alive at once, their timed calls
+    alternating one by one (interleave.py)."""
+    workers = {r: interleave.ServingWorker(
+        [sys.executable, __file__, "--worker", r, "--serve", "--path", paths.get(FILES.get(r, ""), ""),
+         "--model", model, "--size", str(size)], {**RUNTIMES, **INT8_RUNTIMES}[r][1]) for r in runtimes}
+    times = interleave.interleave(workers, {f"b{b}": repeats * n for b, n, _ in BATCHES},
+                                  report=lambda line: print(f"{model}{line[1:]}", flush=True))
+    return {r: {f"{kind}_ms": 1000 * interleave.median_or_none(ts) for kind, ts in kinds.items() if ts}
+            for r, kinds in times.items()}
 
 
 def export_all(model_name: str, directory: str, size: int, wanted: set[str]) -> dict:
@@ -279,7 +303,13 @@ def main() -> None:
     parser.add_argument("--worker", choices=list(RUNTIMES) + list(INT8_RUNTIMES), help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--interleave", action="store_true",
+                        help="every runtime's process alive at once, their timed calls alternating")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker and args.serve:
+        interleave.serve(_calls(args.worker, args.path, args.model, args.size))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.path, args.model, args.size, args.repeats)))
         return
@@ -294,7 +324,10 @@ def main() -> None:
             paths = export_all(model, os.path.join(tmp, model), args.size,
                                {FILES[r] for r in runtimes if r in FILES})
             results[model] = {}
-            for runtime in runtimes:
+            if args.interleave:
+                results[model] = interleaved_latencies(model, runtimes, paths, args.size, args.repeats)
+                print(model, results[model], flush=True)
+            for runtime in [] if args.interleave else runtimes:
                 path = paths.get(FILES.get(runtime, ""), "")
                 results[model][runtime] = run_worker(
                     ["--worker", runtime, "--path", path, "--model", model, "--size", str(args.size),

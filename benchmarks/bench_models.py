@@ -29,11 +29,12 @@ import sys
 import time
 from typing import Callable
 
+import interleave  # same folder
 from timing_args import timing_parser  # same folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SLOW_STEP_S = 5.0  # a contender slower than this per batch gets 2 timed batches, not --repeats
+SLOW_STEP_S = interleave.SLOW_STEP_S  # slower per batch: 2 timed batches, not --repeats
 # "mixed": Keras's mixed_bfloat16 policy / torch.autocast(bfloat16) (benchmarks/gpu.py sets it).
 PRECISION = os.environ.get("BENCH_PRECISION", "fp32")
 
@@ -274,117 +275,21 @@ def run_worker(args: list[str], env: dict | None = None, script: str = __file__)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-REPLY = "@@"  # marks the serving worker's replies among whatever else a library prints
-
-
 def serve(contender: str, name: str, batch: int, size: int) -> None:
-    """``--interleave``'s worker: builds the contender, says it is ready, then runs one step per
-    line read from stdin ("infer" or "train") and replies with its seconds ("none" where the
-    contender has no such step) until stdin closes."""
+    """``--interleave``'s worker: the contender's steps, served one at a time (interleave.py)."""
     sys.path.insert(0, str(ROOT))
-    steps = dict(zip(("infer", "train"), globals()[contender](name, batch, size)))
-    print(REPLY + "ready", flush=True)
-    for line in sys.stdin:
-        step = steps[line.strip()]
-        if step is None:
-            print(REPLY + "none", flush=True)
-            continue
-        start = time.perf_counter()
-        step()
-        print(f"{REPLY}{time.perf_counter() - start}", flush=True)
-
-
-class ServingWorker:
-    """A contender's ``serve`` process, driven one step at a time."""
-
-    def __init__(self, contender: str, common: list[str]):
-        self.contender = contender
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--worker", contender, "--serve", *common], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **CONTENDERS[contender][1]})
-
-    def _reply(self) -> str:
-        for line in self.process.stdout:
-            if line.startswith(REPLY):
-                return line[len(REPLY):].strip()
-        raise RuntimeError(self._exit_reason())
-
-    def _exit_reason(self) -> str:
-        code = self.process.wait()
-        if code == -9:  # SIGKILL: on Linux most often the kernel's out-of-memory killer
-            return "killed (out of memory? every contender's process is alive at once: ask for fewer)"
-        error = self.process.stderr.read().strip().splitlines()
-        return error[-1] if error else f"exited with status {code}"
-
-    def wait_ready(self) -> None:
-        self._reply()
-
-    def step(self, kind: str) -> float | None:
-        try:
-            self.process.stdin.write(kind + "\n")
-            self.process.stdin.flush()
-        except BrokenPipeError:
-            raise RuntimeError(self._exit_reason()) from None
-        reply = self._reply()
-        return None if reply == "none" else float(reply)
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            try:
-                stream.close()
-            except BrokenPipeError:  # a write that never reached the dead process
-                pass
+    interleave.serve(dict(zip(("infer", "train"), globals()[contender](name, batch, size))))
 
 
 def interleaved_rates(name: str, contenders: list[str], common: list[str], batch: int, warmup: int,
                       repeats: int) -> dict:
     """{contender: {"infer", "train": images/s}}: every contender's process alive at once, its
-    timed batches alternating with the others' (the order reversed each repeat), a short pause
-    between batches so that the last one's idle thread pools have stopped spinning."""
-    workers = {c: ServingWorker(c, common) for c in contenders}
-    times: dict = {c: {"infer": [], "train": []} for c in workers}
-
-    def run(contender: str, kind: str) -> float | None:
-        """One step; a contender whose process died is reported and leaves the rotation."""
-        try:
-            return workers[contender].step(kind)
-        except RuntimeError as err:
-            print(f"  {name} {contender}: unavailable ({err})", flush=True)
-            workers.pop(contender).close()
-            times.pop(contender)
-            return None
-
-    try:
-        for contender, worker_process in list(workers.items()):
-            try:
-                worker_process.wait_ready()
-            except RuntimeError as err:
-                print(f"  {name} {contender}: unavailable ({err})", flush=True)
-                workers.pop(contender).close()
-                times.pop(contender)
-        for kind in ("infer", "train"):
-            budget = {c: repeats for c in workers}
-            for contender in list(workers):
-                for _ in range(max(2, warmup)):  # the first call traces / compiles
-                    seconds = run(contender, kind)
-                    if seconds is None or seconds > SLOW_STEP_S:
-                        budget[contender] = 0 if seconds is None else min(repeats, 2)
-                        break
-            for index in range(max(budget.values(), default=0)):
-                order = list(workers) if index % 2 == 0 else list(reversed(workers))
-                for contender in order:
-                    if contender in workers and len(times[contender][kind]) < budget[contender]:
-                        time.sleep(0.05)
-                        seconds = run(contender, kind)
-                        if seconds is not None:
-                            times[contender][kind].append(seconds)
-    finally:
-        for worker_process in workers.values():
-            worker_process.close()
-    return {c: {k: (batch / statistics.median(ts) if ts else None) for k, ts in kinds.items()}
+    timed batches alternating with the others' (interleave.py)."""
+    workers = {c: interleave.ServingWorker([sys.executable, __file__, "--worker", c, "--serve", *common],
+                                           CONTENDERS[c][1]) for c in contenders}
+    times = interleave.interleave(workers, {"infer": repeats, "train": repeats}, warmup,
+                                  report=lambda line: print(f"  {name}{line[1:]}", flush=True))
+    return {c: {k: (batch / interleave.median_or_none(ts) if ts else None) for k, ts in kinds.items()}
             for c, kinds in times.items()}
 
 

@@ -21,8 +21,8 @@ TINY = ["--batch", "2", "--size", "32", "--repeats", "1"]
 
 # script -> (arguments, a line its output must hold)
 SMOKE = {
-    # --interleave: its serving workers and scheduler; the one-process-at-a-time mode's worker
-    # runs in gpu.py's smoke test below.
+    # --interleave here and for bench_deploy.py (interleave.py's own logic: the tests at the end);
+    # bench_models' one-process-at-a-time worker runs in gpu.py's smoke test below.
     "benchmarks/bench_models.py": ([*TINY, "--models", "RegNetX002", "--contenders", "keras_regnet",
                                     "keras_regnet_torch", "timm", "--warmup", "0", "--interleave",
                                     "--xla-models"],
@@ -30,7 +30,8 @@ SMOKE = {
                                    r"[\s\S]*\| RegNetX002 \| .*timm"),
     # The TF SavedModel workers are left out here (served by plain TensorFlow in test_export.py).
     "benchmarks/bench_deploy.py": (["--models", "RegNetX002", "--size", "32", "--repeats", "1", "--int8",
-                                    "--runtimes", "onnxruntime", "litert", "openvino", "timm"],
+                                    "--runtimes", "onnxruntime", "litert", "openvino", "timm",
+                                    "--interleave"],
                                    r"int8 speed-up[\s\S]*\| RegNetX002 \| OpenVINO \| .* \| .*x \|"
                                    r"[\s\S]*\| RegNetX002 \| PyTorch eager \(timm\) \| .* \| .*x \|"),
     "benchmarks/bench_export.py": (["--model", "RegNetX002", "--batch", "2", "--warmup", "0",
@@ -52,7 +53,7 @@ SMOKE = {
 SMOKE_ENV = {"benchmarks/gpu.py": {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
                                    + " --xla_force_host_platform_device_count=2"}}
 TESTED_ELSEWHERE = {"training/train.py", "training/make_tfrecords.py", "training/transfer_learning.py"}
-HELPERS = {"benchmarks/timing_args.py"}  # imported by the scripts, not run
+HELPERS = {"benchmarks/timing_args.py", "benchmarks/interleave.py"}  # imported by the scripts, not run
 
 
 def test_every_script_has_a_smoke_test():
@@ -75,3 +76,47 @@ def test_script_runs_end_to_end_on_a_tiny_input(script, tmp_path):
                if "unavailable" in line and "sees no GPU" not in line]
     assert missing == [], result.stdout[-3000:]
     assert "Traceback" not in result.stderr
+
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import interleave  # noqa: E402 (benchmarks/ is not a package)
+
+# A worker whose step "a" logs its name (and on its Nth call exits with status 3, if given);
+# step "b" it does not have.
+WORKER = """
+import os, sys
+sys.path.insert(0, {folder!r})
+import interleave
+calls = 0
+def step():
+    global calls
+    calls += 1
+    if calls == {dies_at}:
+        os._exit(3)
+    with open({log!r}, "a") as log:
+        log.write({name!r} + "\\n")
+interleave.serve({{"a": step, "b": None}})
+"""
+
+
+def _workers(tmp_path, dies_at: dict[str, int]) -> dict:
+    return {name: interleave.ServingWorker([sys.executable, "-c", WORKER.format(
+        folder=str(ROOT / "benchmarks"), log=str(tmp_path / "order.txt"), name=name, dies_at=at)])
+        for name, at in dies_at.items()}
+
+
+def test_interleave_alternates_the_contenders_step_by_step(tmp_path):
+    times = interleave.interleave(_workers(tmp_path, {"x": -1, "y": -1}), {"a": 3, "b": 2}, warmup=2)
+    order = (tmp_path / "order.txt").read_text().split()
+    # Warm-ups one contender after the other, then one timed step each, the order reversed
+    # every repeat; a step a worker does not have is not timed.
+    assert order == ["x", "x", "y", "y", "x", "y", "y", "x", "x", "y"]
+    assert {n: (len(t["a"]), t["b"]) for n, t in times.items()} == {"x": (3, []), "y": (3, [])}
+
+
+def test_interleave_names_a_worker_that_died_and_finishes_the_others(tmp_path):
+    reports: list[str] = []
+    times = interleave.interleave(_workers(tmp_path, {"ok": -1, "dies": 4}), {"a": 4}, warmup=2,
+                                  report=reports.append)
+    assert reports == ["  dies: unavailable (exited with status 3)"]
+    assert list(times) == ["ok"] and len(times["ok"]["a"]) == 4
