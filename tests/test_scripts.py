@@ -22,7 +22,7 @@ TINY = ["--batch", "2", "--size", "32", "--repeats", "1"]
 # script -> (arguments, a line its output must hold)
 SMOKE = {
     # --interleave here and for bench_deploy.py (interleave.py's own logic: the tests at the end);
-    # bench_models' one-process-at-a-time worker runs in gpu.py's smoke test below.
+    # bench_models' default mode: OTHER_MODES.
     "benchmarks/bench_models.py": ([*TINY, "--models", "RegNetX002", "--contenders", "keras_regnet",
                                     "keras_regnet_torch", "timm", "--warmup", "0", "--interleave",
                                     "--xla-models"],
@@ -62,10 +62,29 @@ def test_every_script_has_a_smoke_test():
     assert scripts - HELPERS == set(SMOKE) | TESTED_ELSEWHERE
 
 
+# A second mode of a script, run the same way: bench_models' default, one contender's process
+# after another (its --interleave runs in SMOKE).
+OTHER_MODES = {
+    "bench_models one process after another": (
+        "benchmarks/bench_models.py", [*TINY, "--models", "RegNetX002", "--contenders", "keras_regnet",
+                                       "timm", "--warmup", "0", "--rounds", "1", "--xla-models"],
+        r"median over 1 alternating rounds[\s\S]*\| RegNetX002 \| .*timm"),
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SMOKE)
 def test_script_runs_end_to_end_on_a_tiny_input(script, tmp_path):
-    args, expected = SMOKE[script]
+    _run_script(script, *SMOKE[script], tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", OTHER_MODES)
+def test_script_mode_runs_end_to_end_on_a_tiny_input(mode, tmp_path):
+    _run_script(*OTHER_MODES[mode], tmp_path)
+
+
+def _run_script(script: str, args: list[str], expected: str, tmp_path) -> None:
     result = subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
                             timeout=600, cwd=tmp_path,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **SMOKE_ENV.get(script, {})))
