@@ -194,7 +194,7 @@ def interleaved_latencies(model: str, runtimes: list[str], paths: dict, size: in
          "--model", model, "--size", str(size)], {**RUNTIMES, **INT8_RUNTIMES}[r][1]) for r in runtimes}
     times = interleave.interleave(workers, {f"b{b}": repeats * n for b, n, _ in BATCHES},
                                   report=lambda line: print(f"{model}{line[1:]}", flush=True))
-    return {r: {f"{kind}_ms": 1000 * interleave.median_or_none(ts) for kind, ts in kinds.items() if ts}
+    return {r: {f"{kind}_ms": 1000 * statistics.median(ts) for kind, ts in kinds.items() if ts}
             for r, kinds in times.items()}
 
 
@@ -323,11 +323,12 @@ def main() -> None:
                                         if args.int8 and f"{r}_int8" in INT8_RUNTIMES]
             paths = export_all(model, os.path.join(tmp, model), args.size,
                                {FILES[r] for r in runtimes if r in FILES})
-            results[model] = {}
             if args.interleave:
                 results[model] = interleaved_latencies(model, runtimes, paths, args.size, args.repeats)
                 print(model, results[model], flush=True)
-            for runtime in [] if args.interleave else runtimes:
+                continue
+            results[model] = {}
+            for runtime in runtimes:
                 path = paths.get(FILES.get(runtime, ""), "")
                 results[model][runtime] = run_worker(
                     ["--worker", runtime, "--path", path, "--model", model, "--size", str(args.size),

@@ -289,7 +289,7 @@ def interleaved_rates(name: str, contenders: list[str], common: list[str], batch
                                            CONTENDERS[c][1]) for c in contenders}
     times = interleave.interleave(workers, {"infer": repeats, "train": repeats}, warmup,
                                   report=lambda line: print(f"  {name}{line[1:]}", flush=True))
-    return {c: {k: (batch / interleave.median_or_none(ts) if ts else None) for k, ts in kinds.items()}
+    return {c: {k: (batch / statistics.median(ts) if ts else None) for k, ts in kinds.items()}
             for c, kinds in times.items()}
 
 
@@ -358,28 +358,31 @@ def main() -> None:
     print(f"CPU: {cpu}; fp32 matmul (TensorFlow, 2048^2): {matmul:.0f} GFLOP/s", flush=True)
     flops = {name: count(get_spec(name))["flops"] for name in args.models}
     runs: dict = {name: {c: [] for c in args.contenders} for name in args.models}
-    for name in args.models if args.interleave else []:
-        common = ["--models", name, "--batch", str(args.batch), "--size", str(args.size)]
-        contenders = [c for c in args.contenders if c not in XLA_CONTENDERS or name in args.xla_models]
-        for contender, rates in interleaved_rates(name, contenders, common, args.batch, args.warmup,
-                                                  args.repeats).items():
-            runs[name][contender].append(rates)
-            print(f"  {name} {contender}: {rates}", flush=True)
-    for round_index in range(0 if args.interleave else args.rounds):
-        order = args.contenders if round_index % 2 == 0 else list(reversed(args.contenders))
+    if args.interleave:
         for name in args.models:
-            for contender in order:
-                if contender in XLA_CONTENDERS and (name not in args.xla_models or round_index > 0):
-                    continue  # minutes per train step: one round, the named models only
-                common = ["--models", name, "--batch", str(args.batch), "--size", str(args.size),
-                          "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-                try:
-                    result = run_worker(["--worker", contender, *common], CONTENDERS[contender][1])
-                except RuntimeError as err:
-                    print(f"  {name} {contender}: unavailable ({err})", flush=True)
-                    continue
-                runs[name][contender].append(result)
-                print(f"  round {round_index + 1} {name} {contender}: {result}", flush=True)
+            common = ["--models", name, "--batch", str(args.batch), "--size", str(args.size)]
+            contenders = [c for c in args.contenders if c not in XLA_CONTENDERS or name in args.xla_models]
+            for contender, rates in interleaved_rates(name, contenders, common, args.batch, args.warmup,
+                                                      args.repeats).items():
+                runs[name][contender].append(rates)
+                print(f"  {name} {contender}: {rates}", flush=True)
+    else:
+        for round_index in range(args.rounds):
+            order = args.contenders if round_index % 2 == 0 else list(reversed(args.contenders))
+            for name in args.models:
+                for contender in order:
+                    if contender in XLA_CONTENDERS and (name not in args.xla_models or round_index > 0):
+                        continue  # minutes per train step: one round, the named models only
+                    common = ["--models", name, "--batch", str(args.batch), "--size", str(args.size),
+                              "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+                    try:
+                        result = run_worker(["--worker", contender, *common], CONTENDERS[contender][1])
+                    except RuntimeError as err:
+                        print(f"  {name} {contender}: unavailable ({err})", flush=True)
+                        continue
+                    runs[name][contender].append(result)
+                    print(f"  round {round_index + 1} {name} {contender}: {result}", flush=True)
+
     def median(values):
         values = [v for v in values if v is not None]
         return statistics.median(values) if values else None

@@ -18,7 +18,6 @@ Example (the parent side; ``bench.py --serve`` calls ``serve({"infer": ...})``):
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -93,13 +92,16 @@ def interleave(workers: dict[str, ServingWorker], repeats: dict[str, int], warmu
     times: dict = {name: {kind: [] for kind in repeats} for name in workers}
     live = dict(workers)
 
+    def drop(name: str, err: RuntimeError) -> None:
+        report(f"  {name}: unavailable ({err})")
+        live.pop(name).close()
+        times.pop(name)
+
     def run(name: str, kind: str) -> float | None:
         try:
             return live[name].step(kind)
         except RuntimeError as err:
-            report(f"  {name}: unavailable ({err})")
-            live.pop(name).close()
-            times.pop(name)
+            drop(name, err)
             return None
 
     try:
@@ -107,9 +109,7 @@ def interleave(workers: dict[str, ServingWorker], repeats: dict[str, int], warmu
             try:
                 live[name].wait_ready()
             except RuntimeError as err:
-                report(f"  {name}: unavailable ({err})")
-                live.pop(name).close()
-                times.pop(name)
+                drop(name, err)
         for kind, count in repeats.items():
             budget = {}
             for name in list(live):
@@ -130,7 +130,3 @@ def interleave(workers: dict[str, ServingWorker], repeats: dict[str, int], warmu
         for worker in live.values():
             worker.close()
     return times
-
-
-def median_or_none(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
