@@ -35,7 +35,7 @@ import tempfile
 import time
 
 import interleave  # same folder
-from timing_args import timing_parser  # same folder
+from timing_args import check_models, timing_parser  # same folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -313,6 +313,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.path, args.model, args.size, args.repeats)))
         return
+    check_models(parser, args.models)
 
     from bench_models import cpu_model, run_worker  # same folder
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from timing_args import timing_parser  # same folder
+from timing_args import check_models, timing_parser  # same folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main() -> None:
     parser = timing_parser(__doc__, model="RegNetY032", batch=32, warmup=2, repeats=5)
     args = parser.parse_args()
+    check_models(parser, [args.model])
 
     import numpy as np
     import tensorflow as tf

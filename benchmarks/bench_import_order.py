@@ -17,7 +17,7 @@ import os
 import pathlib
 import sys
 
-from timing_args import timing_parser  # same folder
+from timing_args import check_models, timing_parser  # same folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -48,6 +48,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.root, args.model, args.batch, args.size, args.repeats)))
         return
+    check_models(parser, [args.model])
 
     from bench_models import cpu_model, run_worker  # same folder
 

@@ -30,7 +30,7 @@ import time
 from typing import Callable
 
 import interleave  # same folder
-from timing_args import timing_parser  # same folder
+from timing_args import check_models, timing_parser  # same folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -348,6 +348,7 @@ def main() -> None:
         rates = worker(args.worker, args.models[0], args.batch, args.size, args.warmup, args.repeats)
         print(json.dumps(rates))
         return
+    check_models(parser, args.models + args.xla_models)
 
     sys.path.insert(0, str(ROOT))
     from keras_regnet.design.complexity import count

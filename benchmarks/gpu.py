@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_models  # noqa: E402
-from timing_args import timing_parser  # noqa: E402
+from timing_args import check_models, timing_parser  # noqa: E402
 
 # JAX on the GPU: the CPU contender's JAX_PLATFORMS=cpu is dropped.
 # keras_regnet_jax_dp: DataParallel over every GPU of the host (the batch split across them).
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "mixed"], choices=["fp32", "mixed"])
     parser.add_argument("--contenders", nargs="+", default=list(GPU_CONTENDERS), choices=list(GPU_CONTENDERS))
     args = parser.parse_args()
+    check_models(parser, args.models)
 
     rows = []
     for name in args.models:

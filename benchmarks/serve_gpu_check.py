@@ -48,6 +48,10 @@ def main() -> None:
     if args.serve:
         serve(*args.serve, args.device)
         return
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from timing_args import check_models
+
+    check_models(parser, [args.model])
 
     import numpy as np
     import tensorflow as tf

@@ -4,6 +4,7 @@ Example:
     >>> parser = timing_parser("Serving latency.", models=["RegNetX004"], repeats=5)
     >>> parser.parse_args([]).repeats
     5
+    >>> check_models(parser, ["RegNetX004"])  # an unknown name: parser.error, exit status 2
 """
 
 from __future__ import annotations
@@ -32,3 +33,20 @@ def timing_parser(description: str, *, model: str | None = None, models: list[st
         kind, help_text = _FLAGS[name]
         parser.add_argument(f"--{name}", type=kind, default=default, help=help_text)
     return parser
+
+
+def check_models(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """``parser.error`` (usage and one line, exit status 2) naming the first model that is not
+    in the variants table, before a script builds or starts anything. For each script's parent
+    process only: workers must not import keras_regnet (it changes TensorFlow's settings for the
+    contenders that do not use it). Skipped where Keras cannot load (a JAX-only GPU host without
+    KERAS_BACKEND): the workers then say what is missing."""
+    try:
+        from keras_regnet.variants import get_variant
+    except ImportError:
+        return
+    for name in names:
+        try:
+            get_variant(name)
+        except ValueError as error:
+            parser.error(str(error))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import runpy
 import subprocess
 import sys
 
@@ -82,6 +83,21 @@ def test_script_runs_end_to_end_on_a_tiny_input(script, tmp_path):
 @pytest.mark.parametrize("mode", OTHER_MODES)
 def test_script_mode_runs_end_to_end_on_a_tiny_input(mode, tmp_path):
     _run_script(*OTHER_MODES[mode], tmp_path)
+
+
+@pytest.mark.parametrize("script", [s for s, (args, _) in SMOKE.items() if "RegNetX002" in args])
+def test_an_unknown_model_name_is_one_line_before_any_work(script, monkeypatch, capsys):
+    """A mistyped model (RegNetX999 for RegNetX002) ends the script at once with argparse's
+    usage and one error line naming it, exit status 2: in this process, as the script's own
+    parent code runs (its workers, which never see a name it has not checked, are not started)."""
+    args = [arg.replace("RegNetX002", "RegNetX999") for arg in SMOKE[script][0]]
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "RegNetX999" in error and "list_models()" in error, error
 
 
 def _run_script(script: str, args: list[str], expected: str, tmp_path) -> None:
