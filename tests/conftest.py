@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import http.server
 import itertools
 import os
@@ -153,25 +155,73 @@ def randomize_batch_norms(model, seed: int = 0) -> None:
                                rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
 
 
+# set_deterministic_weights' values: windows into two fixed draws of a prime length (no weight's
+# rows repeat in step with its columns), instead of a fresh draw per weight (RegNetY320's 145M
+# weights took 3-4 s on every backend, for each logits comparison).
+_DETERMINISTIC_POOL_SIZE = 1_048_573
+
+
+@functools.cache
+def _deterministic_pools(seed: int) -> dict:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return {"normal": rng.standard_normal(_DETERMINISTIC_POOL_SIZE, dtype=np.float32),
+            "uniform": rng.random(_DETERMINISTIC_POOL_SIZE, dtype=np.float32)}
+
+
 def set_deterministic_weights(model, seed: int = 0) -> None:
-    """Sets every weight from numpy's generator, in the model's weight order, so that processes
+    """Sets every weight from fixed NumPy draws, in the model's weight order, so that processes
     on different backends hold the same network. Kernels are scaled by 1/sqrt(fan-in) (outputs
     stay finite through any depth); batch norms get statistics that are not the identity."""
     import numpy as np
 
-    rng = np.random.default_rng(seed)
+    pools, size = _deterministic_pools(seed), _DETERMINISTIC_POOL_SIZE
     values = []
-    for weight in model.weights:
+    for index, weight in enumerate(model.weights):
         shape, kind = tuple(weight.shape), weight.path.rsplit("/", 1)[-1]
-        # Drawn in float32 (3x faster than float64 then cast: RegNetY320 has 145M weights).
+        pool = pools["uniform" if kind in ("gamma", "moving_variance") else "normal"]
+        start, n = (index * 7919) % size, int(np.prod(shape))
+        window = pool[start:start + n] if start + n <= size else np.concatenate((pool[start:], pool[:start]))
+        value = np.resize(window, shape)
         if kind == "kernel":
-            value = rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(np.prod(shape[:-1])))
+            value = value / np.float32(np.sqrt(np.prod(shape[:-1])))
         elif kind in ("gamma", "moving_variance"):
-            value = rng.random(shape, dtype=np.float32) + np.float32(0.5)
+            value = value + np.float32(0.5)
         else:  # beta, moving_mean, bias
-            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.1)
+            value = value * np.float32(0.1)
         values.append(value)
     model.set_weights(values)
+
+
+@contextlib.contextmanager
+def initial_weights_skipped():
+    """Models built inside start with zero kernels: for a test that sets every weight next
+    (set_deterministic_weights), drawing them (up to half of a large variant's build) is waste.
+    Only Keras's weight creation runs; the builders' layers, shapes and names are unchanged."""
+    from unittest import mock
+
+    import keras
+    import numpy as np
+
+    from keras_regnet.layers import ConvInitializer
+
+    def zeros(self, shape, dtype=None):  # NumPy's (lazily zeroed pages): no per-shape compile on JAX
+        return keras.ops.convert_to_tensor(np.zeros(shape, "float32"), dtype=dtype or keras.config.floatx())
+
+    with mock.patch.object(ConvInitializer, "__call__", zeros), \
+            mock.patch.object(keras.initializers.RandomNormal, "__call__", zeros):
+        yield
+
+
+def deterministic_variant(name: str):
+    """The variants table's ``name`` with ``set_deterministic_weights``' weights, logits out,
+    any input size: what the cross-backend logits comparison builds on each backend."""
+    with initial_weights_skipped():
+        model = getattr(keras_regnet, name)(weights=None, input_shape=(None, None, 3),
+                                            classifier_activation=None)
+    set_deterministic_weights(model)
+    return model
 
 
 def smallest_per_family() -> list[str]:

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 from test_keras_contract import expected_contract_tests, keras_suite_on_our_builders
 
-import keras_regnet
-from conftest import XLA_TEST_FLAGS, set_deterministic_weights
+from conftest import XLA_TEST_FLAGS, deterministic_variant
 from keras_regnet.variants import VARIANTS
 
 # Fresh processes throughout: part of the full suite, not the quick pass.
@@ -33,7 +32,8 @@ BACKEND_FILES = ["tests/test_models.py", "tests/test_layers.py", "tests/test_pyr
 LEFT_TO_OTHER_TESTS = {
     # ... the internet: Keras's ImageNet download (our weights: test_conversion.py);
     # ... the every-variant build and call: test_logits_equal_tensorflows builds and runs each
-    #     variant on the backend (the parameter count does not depend on it);
+    #     variant on the backend (the parameter count does not depend on it; its kernels are
+    #     set, not drawn: the initialisers run in every other model test there);
     # ... KerasHub's own routines on JAX (~2 min of compiles): its loading, fitting and
     #     saving of a preset run on JAX in test_hub's fresh-process test.
     "jax": ["test_application_base", "test_every_variant_builds", "RegNetKerasHubTest"],
@@ -47,10 +47,7 @@ def write_tensorflow_logits(path: pathlib.Path) -> None:
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     logits = {"images": images}
     for name in VARIANTS:
-        model = getattr(keras_regnet, name)(weights=None, input_shape=(None, None, 3),
-                                            classifier_activation=None)
-        set_deterministic_weights(model)
-        logits[name] = np.asarray(model(images))
+        logits[name] = np.asarray(deterministic_variant(name)(images))
     partial = path.with_suffix(".partial.npz")
     np.savez(partial, **logits)
     os.replace(partial, path)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import keras_regnet
-from conftest import set_deterministic_weights, shallow, smallest_per_family
+from conftest import deterministic_variant, set_deterministic_weights, shallow, smallest_per_family
 from keras_regnet.layers import GroupedConv2D, PointwiseConv2D, _jax_or_torch_convolution
 from keras_regnet.variants import VARIANTS
 
@@ -199,8 +199,7 @@ def tensorflow_logits():
 def test_logits_equal_tensorflows(name, tensorflow_logits):
     """The same weights (set_deterministic_weights) give TensorFlow's logits within 1e-4 of their
     scale, for every builder of the variants table, on a small input."""
-    model = getattr(keras_regnet, name)(weights=None, input_shape=(None, None, 3), classifier_activation=None)
-    set_deterministic_weights(model)
+    model = deterministic_variant(name)
     images = tensorflow_logits["images"]
     # JAX: the jitted predict (its eager calls compile op by op, slower); PyTorch: a call.
     got = keras.ops.convert_to_numpy(model.predict(images, verbose=0) if BACKEND == "jax" else model(images))
