@@ -313,7 +313,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.path, args.model, args.size, args.repeats)))
         return
-    check_models(parser, args.models)
+    args.models = check_models(parser, args.models)
 
     from bench_models import cpu_model, run_worker  # same folder
 

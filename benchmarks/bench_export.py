@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main() -> None:
     parser = timing_parser(__doc__, model="RegNetY032", batch=32, warmup=2, repeats=5)
     args = parser.parse_args()
-    check_models(parser, [args.model])
+    (args.model,) = check_models(parser, [args.model])
 
     import numpy as np
     import tensorflow as tf

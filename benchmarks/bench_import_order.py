@@ -48,7 +48,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.root, args.model, args.batch, args.size, args.repeats)))
         return
-    check_models(parser, [args.model])
+    (args.model,) = check_models(parser, [args.model])
 
     from bench_models import cpu_model, run_worker  # same folder
 

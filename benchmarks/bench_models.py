@@ -348,7 +348,7 @@ def main() -> None:
         rates = worker(args.worker, args.models[0], args.batch, args.size, args.warmup, args.repeats)
         print(json.dumps(rates))
         return
-    check_models(parser, args.models + args.xla_models)
+    args.models, args.xla_models = check_models(parser, args.models), check_models(parser, args.xla_models)
 
     sys.path.insert(0, str(ROOT))
     from keras_regnet.design.complexity import count

@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "mixed"], choices=["fp32", "mixed"])
     parser.add_argument("--contenders", nargs="+", default=list(GPU_CONTENDERS), choices=list(GPU_CONTENDERS))
     args = parser.parse_args()
-    check_models(parser, args.models)
+    args.models = check_models(parser, args.models)
 
     rows = []
     for name in args.models:

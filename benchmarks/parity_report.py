@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="*", default=list(VARIANTS))
     args = parser.parse_args()
-    check_models(parser, args.models)
+    args.models = check_models(parser, args.models)
     print(f"{'model':<14}{'source':<13}{'224x224':>10}{'97x131':>10}{'logit std':>11}")
     for name in args.models:
         for source in libraries_for(name):

@@ -154,7 +154,7 @@ def main() -> None:
     from bench_models import cpu_model, run_worker
     from timing_args import check_models
 
-    check_models(parser, [args.model])
+    (args.model,) = check_models(parser, [args.model])
 
     common = ["--model", args.model, "--mode", args.mode, "--batch", str(args.batch),
               "--steps", str(args.steps)]

@@ -51,7 +51,7 @@ def main() -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from timing_args import check_models
 
-    check_models(parser, [args.model])
+    (args.model,) = check_models(parser, [args.model])
 
     import numpy as np
     import tensorflow as tf

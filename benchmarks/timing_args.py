@@ -4,7 +4,8 @@ Example:
     >>> parser = timing_parser("Serving latency.", models=["RegNetX004"], repeats=5)
     >>> parser.parse_args([]).repeats
     5
-    >>> check_models(parser, ["RegNetX004"])  # an unknown name: parser.error, exit status 2
+    >>> check_models(parser, ["RegNetX-400MF"])  # builder names out; an unknown one: parser.error
+    ['RegNetX004']
 """
 
 from __future__ import annotations
@@ -35,18 +36,19 @@ def timing_parser(description: str, *, model: str | None = None, models: list[st
     return parser
 
 
-def check_models(parser: argparse.ArgumentParser, names: list[str]) -> None:
-    """``parser.error`` (usage and one line, exit status 2) naming the first model that is not
-    in the variants table, before a script builds or starts anything. For each script's parent
-    process only: workers must not import keras_regnet (it changes TensorFlow's settings for the
-    contenders that do not use it). Skipped where Keras cannot load (a JAX-only GPU host without
+def check_models(parser: argparse.ArgumentParser, names: list[str]) -> list[str]:
+    """The builder names (``RegNetX004``) of ``names``, which may also be paper names
+    (``RegNetX-400MF``) in any case; ``parser.error`` (usage and one line, exit status 2) for
+    the first one that is not in the variants table, before a script builds or starts
+    anything. For each script's parent process only: workers must not import keras_regnet (it
+    changes TensorFlow's settings for the contenders that do not use it), and they get the
+    builder names. Unchecked where Keras cannot load (a JAX-only GPU host without
     KERAS_BACKEND): the workers then say what is missing."""
     try:
         from keras_regnet.variants import get_variant
     except ImportError:
-        return
-    for name in names:
-        try:
-            get_variant(name)
-        except ValueError as error:
-            parser.error(str(error))
+        return list(names)
+    try:
+        return [get_variant(name).name for name in names]
+    except ValueError as error:
+        parser.error(str(error))

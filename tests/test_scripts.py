@@ -100,6 +100,15 @@ def test_an_unknown_model_name_is_one_line_before_any_work(script, monkeypatch, 
     assert "RegNetX999" in error and "list_models()" in error, error
 
 
+def test_scripts_take_paper_names_and_pass_their_workers_the_builder_names():
+    """`--models RegNetX-400MF regnety032` reaches the workers (and the anchors, which derive
+    timm's and tf-keras's names from ours) as RegNetX004 and RegNetY032."""
+    import timing_args
+
+    parser = timing_args.timing_parser("test", models=[])
+    assert timing_args.check_models(parser, ["RegNetX-400MF", "regnety032"]) == ["RegNetX004", "RegNetY032"]
+
+
 def _run_script(script: str, args: list[str], expected: str, tmp_path) -> None:
     result = subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
                             timeout=600, cwd=tmp_path,
