@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+from timing_args import check_models  # same folder
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CLASSES = ("conv forward", "conv gradients", "matmul", "batch norm", "batch norm gradient",
@@ -152,7 +154,6 @@ def main() -> None:
         return
 
     from bench_models import cpu_model, run_worker
-    from timing_args import check_models
 
     (args.model,) = check_models(parser, [args.model])
 

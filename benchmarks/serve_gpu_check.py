@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from timing_args import check_models  # same folder
+
 
 def serve(path: str, images: str, device: str) -> None:
     """The client side: plain TensorFlow, on the GPU (or the CPU when asked)."""
@@ -48,9 +50,6 @@ def main() -> None:
     if args.serve:
         serve(*args.serve, args.device)
         return
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from timing_args import check_models
-
     (args.model,) = check_models(parser, [args.model])
 
     import numpy as np
