@@ -51,17 +51,23 @@ def store_run(run_dir: str, stored: pathlib.Path = STORED_RUN) -> None:
     shutil.copy(os.path.join(run_dir, RUN_DESCRIPTION), stored / RUN_DESCRIPTION)
 
 
-def restore_run(target: pathlib.Path) -> str:
-    """The stored run as a trainer's model directory (model.json, final.weights.h5) in ``target``."""
+def stored_model(classifier_activation: str | None = "softmax"):
+    """The stored run's trained model (its half-precision weights widened to float32)."""
     import keras_regnet
 
     description = json.loads((STORED_RUN / RUN_DESCRIPTION).read_text())
     model = keras_regnet.RegNet(description["model"], weights=None, classes=description["classes"],
-                                input_shape=(None, None, 3))
+                                input_shape=(None, None, 3), classifier_activation=classifier_activation)
     stored = np.load(STORED_RUN / HALF_PRECISION_WEIGHTS)
     assert sorted(stored.files) == sorted(v.path for v in model.weights), "stored weights do not fit"
     for variable in model.weights:
         variable.assign(stored[variable.path].astype("float32"))
+    return model
+
+
+def restore_run(target: pathlib.Path) -> str:
+    """The stored run as a trainer's model directory (model.json, final.weights.h5) in ``target``."""
+    model = stored_model()
     target.mkdir(parents=True)
     model.save_weights(str(target / RUN_WEIGHTS))
     shutil.copy(STORED_RUN / RUN_DESCRIPTION, target / RUN_DESCRIPTION)
