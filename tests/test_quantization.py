@@ -4,7 +4,8 @@ calibration read through the eval transform; one-line errors.
 
 ``python tests/test_quantization.py`` prints why the random-weight yardstick is built as it is:
 how float32 logits respond to input noise and to 8-bit weights, with the residual branches at
-gamma 1 and at RESIDUAL_GAMMA, and on the stored trained digits model.
+gamma 1 and at RESIDUAL_GAMMA, and on the stored trained digits model; then each int8 file's
+logits cosine on both random models (docs/deploy.md's tables).
 """
 
 from __future__ import annotations
@@ -89,6 +90,18 @@ def _image_dependent_share(logits: np.ndarray) -> float:
     return float(np.linalg.norm(logits - logits.mean(0)) / np.linalg.norm(logits))
 
 
+def _int8_files(model, folder: pathlib.Path) -> list[str]:
+    """LiteRT's, ONNX Runtime's and OpenVINO's int8 files of ``model`` in ``folder``, calibrated
+    on the same 32 photos."""
+    from keras_regnet import int8
+
+    calibration = _photos(32, seed=1)
+    return [export.export_tflite(model, str(folder / "m.tflite"), quantize="int8", image_size=SIZE,
+                                 calibration=calibration),
+            int8.export_onnx_int8(model, str(folder / "m.onnx"), calibration),
+            int8.export_openvino_int8(model, str(folder / "m.xml"), calibration)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", conftest.smallest_per_family())
 def test_int8_files_run_in_their_runtimes_within_cosine_0995_of_float32(name, tmp_path):
@@ -96,18 +109,12 @@ def test_int8_files_run_in_their_runtimes_within_cosine_0995_of_float32(name, tm
     and Y at ImageNet shape, calibrated on the same photos, run by their runtimes in one fresh
     process: each one's logits keep a cosine >= 0.995 to float32's on 16 other photos. The
     LiteRT file holds int8 tensors only (builtin int8 kernels, grouped convs native)."""
-    from keras_regnet import int8
-
     model = random_weight_yardstick(name)
     images = _photos(16, seed=2)
     expected = model.predict(images, verbose=0)
     # Not a yardstick if the logits barely depend on the image (random BN statistics: ~3%).
     assert _image_dependent_share(expected) > 0.2, _image_dependent_share(expected)
-    calibration = _photos(32, seed=1)
-    paths = [export.export_tflite(model, str(tmp_path / "m.tflite"), quantize="int8", image_size=SIZE,
-                                  calibration=calibration),
-             int8.export_onnx_int8(model, str(tmp_path / "m.onnx"), calibration),
-             int8.export_openvino_int8(model, str(tmp_path / "m.xml"), calibration)]
+    paths = _int8_files(model, tmp_path)
     ops, dtypes = _tensor_types(paths[0])
     # Builtin int8 kernels only: no float tensor anywhere (no fallback, no dequantised weights),
     # grouped convolutions as native CONV_2D (not split into one conv per group).
@@ -241,6 +248,20 @@ def _noise_response(model, images: np.ndarray, label: str) -> None:
         kernel.assign(values)
 
 
+def _int8_cosines(model, images: np.ndarray, label: str) -> None:
+    """Prints each int8 file's mean logits cosine to float32's (the test's figure), run in-process."""
+    import tempfile
+
+    from keras_regnet.formats import run_artifact
+
+    expected = model.predict(images, verbose=0)
+    cosines = []
+    for path in _int8_files(model, pathlib.Path(tempfile.mkdtemp())):
+        served = np.concatenate([run_artifact(path, image[None]) for image in images])
+        cosines.append(f"{np.mean(_cosines(served, expected)):.5f}")
+    print(f"| {label} | {' | '.join(cosines)} |", flush=True)
+
+
 if __name__ == "__main__":
     import tempfile
 
@@ -256,3 +277,8 @@ if __name__ == "__main__":
     digits, _ = conftest.validation_split(prepare(tempfile.mkdtemp()))
     _noise_response(stored_model(classifier_activation=None), digits[:64],
                     "RegNetX002 trained on the digits (tests/data)")
+    print("\n| model | LiteRT int8 | ONNX Runtime int8 | OpenVINO int8 |\n|---|---:|---:|---:|")
+    for family in conftest.smallest_per_family():
+        for gamma in (1.0, RESIDUAL_GAMMA):
+            _int8_cosines(random_weight_yardstick(family, gamma), _photos(16, seed=2),
+                          f"{family}, residual gamma {gamma}")
