@@ -29,7 +29,6 @@ import time
 from timing_args import check_models  # same folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 THREADS = 2
 RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 # Layer-name parts (keras_regnet's names survive every exporter) -> role, first match wins.
