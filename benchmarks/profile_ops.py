@@ -1,12 +1,15 @@
-"""Where a train (or inference) step's time goes: keras_regnet on TensorFlow beside pycls on PyTorch.
+"""Where a train (or inference) step's time goes: keras_regnet on TensorFlow beside pycls on
+PyTorch, or beside tf-keras's RegNet on TensorFlow (``--against tf_keras``).
 
 Each side runs in its own interpreter and is traced by its framework's profiler (TensorFlow's
 with one inter-op thread, so that op times add up to the step instead of overlapping); op
 times are grouped into the same classes on both sides and printed as milliseconds per step.
-The convolution kernels are oneDNN's on both sides: this says which class of work differs.
+The convolution kernels are oneDNN's on every side: this says which class of work differs.
+tf-keras runs its grouped convs on TensorFlow's native kernel (as bench_models' ``tf_keras``).
 
     python benchmarks/profile_ops.py --model RegNetX004
     python benchmarks/profile_ops.py --model RegNetX004 --mode infer --folded
+    python benchmarks/profile_ops.py --model RegNetX004 --mode infer --against tf_keras
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from timing_args import check_models  # same folder
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CLASSES = ("conv forward", "conv gradients", "matmul", "batch norm", "batch norm gradient",
-           "relu gradient", "pad / slice", "other")
+           "relu gradient", "pad / slice", "elementwise (add, relu, scale)", "other")
+ELEMENTWISE = "elementwise (add, relu, scale)"
 
 
 def tf_class(op_type: str) -> str:
@@ -45,6 +49,8 @@ def tf_class(op_type: str) -> str:
         return "relu gradient"
     if op_type in ("Pad", "Slice"):
         return "pad / slice"
+    if op_type in ("AddV2", "Add", "Relu", "BiasAdd", "Mul", "Sub"):
+        return ELEMENTWISE
     return "other"
 
 
@@ -53,7 +59,10 @@ def torch_class(op_name: str) -> str:
     return {"aten::convolution_backward": "conv gradients", "aten::mkldnn_convolution": "conv forward",
             "aten::native_batch_norm_backward": "batch norm gradient",
             "aten::native_batch_norm": "batch norm", "aten::threshold_backward": "relu gradient",
-            "aten::addmm": "matmul", "aten::mm": "matmul"}.get(op_name, "other")
+            "aten::addmm": "matmul", "aten::mm": "matmul", "aten::add": ELEMENTWISE,
+            "aten::add_": ELEMENTWISE, "aten::relu": ELEMENTWISE, "aten::relu_": ELEMENTWISE,
+            "aten::clamp_min": ELEMENTWISE, "aten::clamp_min_": ELEMENTWISE,
+            "aten::mul": ELEMENTWISE}.get(op_name, "other")
 
 
 def _tf_op_times(logdir: str, steps: int) -> dict:
@@ -84,15 +93,17 @@ def _timed(step, steps: int) -> float:
     return (time.perf_counter() - start) / steps * 1000
 
 
-def keras_regnet_worker(model_name: str, mode: str, folded: bool, batch: int, steps: int) -> dict:
-    # keras_regnet first: it turns on TensorFlow's oneDNN kernels, which load with TensorFlow.
+def tensorflow_worker(contender_name: str, model_name: str, mode: str, batch: int, steps: int) -> dict:
+    """A bench_models contender on TensorFlow (ours, folded or not, or tf-keras), profiled."""
+    # keras_regnet first: it turns on TensorFlow's oneDNN kernels, which load with TensorFlow
+    # (for tf-keras too, so that both sides run the same kernels).
     import keras_regnet  # noqa: I001, F401
     import tensorflow as tf
 
     import bench_models
 
     tf.config.threading.set_inter_op_parallelism_threads(1)  # before the runtime starts
-    contender = bench_models.keras_regnet_folded if folded else bench_models.keras_regnet
+    contender = getattr(bench_models, contender_name)
     infer, train = contender(model_name, batch, 224)
     step = train if mode == "train" else infer
     for _ in range(2):
@@ -120,8 +131,9 @@ def pycls_worker(model_name: str, mode: str, batch: int, steps: int) -> dict:
     return {"wall": wall, "classes": dict(totals)}
 
 
-def table(ours: dict, theirs: dict) -> str:
-    rows = ["| class | keras_regnet ms/step | pycls ms/step | ours / pycls |", "|---|---:|---:|---:|"]
+def table(ours: dict, theirs: dict, against: str = "pycls") -> str:
+    rows = [f"| class | keras_regnet ms/step | {against} ms/step | ours / {against} |",
+            "|---|---:|---:|---:|"]
     for name in CLASSES:
         a, b = ours["classes"].get(name, 0.0), theirs["classes"].get(name, 0.0)
         ratio = f"{a / b:.2f}" if b else "-"
@@ -141,13 +153,16 @@ def main() -> None:
                         help="profile the BN-folded model (what export serves)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--worker", choices=("keras_regnet", "pycls"), help=argparse.SUPPRESS)
+    parser.add_argument("--against", choices=("pycls", "tf_keras"), default="pycls",
+                        help="pycls on PyTorch (default) or tf-keras's RegNet on TensorFlow")
+    parser.add_argument("--worker", choices=("keras_regnet", "keras_regnet_folded", "tf_keras", "pycls"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.folded and args.mode == "train":
         parser.error("--folded is inference only (the folded model has no batch norms to train)")
     sys.path.insert(0, str(ROOT))
-    if args.worker == "keras_regnet":
-        print(json.dumps(keras_regnet_worker(args.model, args.mode, args.folded, args.batch, args.steps)))
+    if args.worker in ("keras_regnet", "keras_regnet_folded", "tf_keras"):
+        print(json.dumps(tensorflow_worker(args.worker, args.model, args.mode, args.batch, args.steps)))
         return
     if args.worker == "pycls":
         print(json.dumps(pycls_worker(args.model, args.mode, args.batch, args.steps)))
@@ -159,13 +174,13 @@ def main() -> None:
 
     common = ["--model", args.model, "--mode", args.mode, "--batch", str(args.batch),
               "--steps", str(args.steps)]
-    ours = run_worker(["--worker", "keras_regnet", *common, *(["--folded"] if args.folded else [])],
+    ours = run_worker(["--worker", "keras_regnet_folded" if args.folded else "keras_regnet", *common],
                       script=__file__)
-    theirs = run_worker(["--worker", "pycls", *common], script=__file__)
+    theirs = run_worker(["--worker", args.against, *common], script=__file__)
     print(f"CPU: {cpu_model()}. {args.model} {args.mode} step, batch {args.batch}, 224x224, "
           f"{'BN folded, ' if args.folded else ''}mean over {args.steps} profiled steps after 2 "
           f"warm-up ones.\n")
-    print(table(ours, theirs))
+    print(table(ours, theirs, args.against))
 
 
 if __name__ == "__main__":
