@@ -73,6 +73,10 @@ OTHER_MODES = {
         "benchmarks/bench_models.py", [*TINY, "--models", "RegNetX002", "--contenders", "keras_regnet",
                                        "timm", "--warmup", "0", "--rounds", "1", "--xla-models"],
         r"median over 1 alternating rounds[\s\S]*\| RegNetX002 \| .*timm"),
+    "profile_ops against tf-keras": (
+        "benchmarks/profile_ops.py", ["--model", "RegNetX002", "--batch", "2", "--steps", "1",
+                                      "--mode", "infer", "--against", "tf_keras"],
+        r"\| class \| keras_regnet ms/step \| tf_keras ms/step[\s\S]*\| conv forward \| \d+ \| \d+ \|"),
 }
 
 
