@@ -134,6 +134,26 @@ class GroupedConv2D(keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="keras_regnet")
+class DenseConv2D(keras.layers.Conv2D):
+    """A k x k Conv2D without groups (the stem) that is faster on JAX and PyTorch.
+
+    TensorFlow runs Keras's convolution as it is. On JAX a conv over few input channels (the
+    stem's three) runs as one matmul over image patches, where XLA's CPU convolution is slowest;
+    on PyTorch every one runs without Keras's layout copies (:mod:`keras_regnet.conv_ops`).
+    Same weights and outputs as ``keras.layers.Conv2D``.
+
+    Example:
+        >>> layer = DenseConv2D(8, 3, strides=2, use_bias=False)
+        >>> tuple(layer(keras.ops.ones((1, 9, 9, 3))).shape)
+        (1, 4, 4, 8)
+    """
+
+    def convolution_op(self, inputs, kernel):
+        outputs = _jax_or_torch_convolution(self, inputs, kernel)
+        return super().convolution_op(inputs, kernel) if outputs is None else outputs
+
+
+@keras.saving.register_keras_serializable(package="keras_regnet")
 class PointwiseConv2D(keras.layers.Conv2D):
     """1x1 Conv2D that trains faster on TensorFlow (stride 1: its gradients are matmuls).
 
@@ -198,6 +218,9 @@ def _jax_or_torch_convolution(layer: keras.layers.Conv2D, inputs, kernel):
                                      layer.dilation_rate, layer.data_format)
     if backend == "jax" and layer.kernel_size == (1, 1) and layer.dilation_rate == (1, 1):
         return conv_ops.pointwise_conv(inputs, kernel, layer.strides, layer.data_format)
+    if (backend == "jax" and layer.dilation_rate == (1, 1)
+            and kernel.shape[2] <= conv_ops.PATCH_CONV_MAX_CHANNELS):
+        return conv_ops.patch_conv(inputs, kernel, layer.strides, layer.padding, layer.data_format)
     if backend == "torch":
         if "_torch_kernel_cache" not in layer.__dict__:  # plain attribute: no Keras/Module tracking
             object.__setattr__(layer, "_torch_kernel_cache", {})
@@ -266,7 +289,7 @@ def _conv(filters: int, kernel_size: int, name: str, strides: int = 1, groups: i
     elif kernel_size == 1:
         cls = PointwiseConv2D
     else:
-        cls = keras.layers.Conv2D
+        cls = DenseConv2D
     return cls(
         filters,
         kernel_size,

@@ -20,7 +20,7 @@ import pytest
 
 import keras_regnet
 from conftest import deterministic_variant, set_deterministic_weights, shallow, smallest_per_family
-from keras_regnet.layers import GroupedConv2D, PointwiseConv2D, _jax_or_torch_convolution
+from keras_regnet.layers import DenseConv2D, GroupedConv2D, PointwiseConv2D, _jax_or_torch_convolution
 from keras_regnet.variants import VARIANTS
 
 BACKEND = keras.backend.backend()
@@ -32,6 +32,12 @@ CONV_CASES = [  # (layer class, filters, kernel, strides, padding, groups)
     (GroupedConv2D, 48, 3, 2, "valid", 3),
     (PointwiseConv2D, 24, 1, 1, "valid", 1),
     (PointwiseConv2D, 24, 1, 2, "valid", 1),
+    # Three input channels (the stem's): on JAX a matmul over patches. "same" with stride 2 on
+    # odd and even sides pads unevenly, as Keras does.
+    (DenseConv2D, 16, 3, 2, "valid", 1),
+    pytest.param(DenseConv2D, 16, 3, 2, "same", 1, marks=pytest.mark.skipif(
+        BACKEND == "torch", reason="torch_conv leaves uneven (stride-2 'same') padding to Keras's conv")),
+    (DenseConv2D, 16, 3, 1, "same", 1),
 ]
 
 
@@ -53,12 +59,14 @@ def _value_and_gradients(fn, x, kernel):
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("cls, filters, size, strides, padding, groups", CONV_CASES,
-                         ids=[f"{c[0].__name__}-s{c[3]}-{c[4]}-g{c[5]}" for c in CONV_CASES])
+                         ids=[f"{c[0].__name__}-s{c[3]}-{c[4]}-g{c[5]}" for c in
+                              (getattr(case, "values", case) for case in CONV_CASES)])
 def test_our_convolution_equals_keras_in_values_and_gradients(cls, filters, size, strides, padding, groups,
                                                                data_format):
-    """JAX runs grouped convs as per-group convs and 1x1 convs as matmuls, PyTorch without
-    Keras's layout copies (keras_regnet.conv_ops): each must equal Keras's own convolution."""
-    channels = 4 * groups if groups > 1 else 12
+    """JAX runs grouped convs as per-group convs, 1x1 convs as matmuls and the stem's as a
+    matmul over patches, PyTorch all of them without Keras's layout copies
+    (keras_regnet.conv_ops): each must equal Keras's own convolution."""
+    channels = 4 * groups if groups > 1 else 3 if cls is DenseConv2D else 12
     shape = (2, 13, 11, channels) if data_format == "channels_last" else (2, channels, 13, 11)
     layer = cls(filters, size, strides=strides, padding=padding, groups=groups, data_format=data_format,
                 use_bias=False)
@@ -241,7 +249,7 @@ def test_data_parallel_train_step_gathers_no_activations(formulation, monkeypatc
 
     assert len(jax.devices()) == 2, "XLA_FLAGS=--xla_force_host_platform_device_count=2 is unset"
     if formulation == "keras_conv":
-        for cls in (layers.GroupedConv2D, layers.PointwiseConv2D):
+        for cls in (layers.GroupedConv2D, layers.PointwiseConv2D, layers.DenseConv2D):
             monkeypatch.setattr(cls, "convolution_op", keras.layers.Conv2D.convolution_op)
     distribution = keras.distribution.DataParallel(devices=jax.devices())
     keras.distribution.set_distribution(distribution)
