@@ -36,6 +36,7 @@ import pytest  # noqa: E402
 import keras_regnet  # noqa: E402
 from keras_regnet import verify  # noqa: E402
 from keras_regnet.design.complexity import count  # noqa: E402
+from keras_regnet.layers import DenseConv2D, GroupedConv2D, PointwiseConv2D  # noqa: E402
 from keras_regnet.variants import VARIANTS  # noqa: E402
 
 # The tests import torchvision themselves (reference metadata) after TensorFlow.
@@ -46,6 +47,21 @@ verify.hide_triton()
 REFERENCE_CSV = pathlib.Path(keras_regnet.__file__).parent / "data" / "pycls_model_zoo.csv"
 # Parameter counts torchvision publishes for the three sizes whose rounding differs.
 TORCHVISION_PARAMS = {"regnet_x_400mf": 5495976, "regnet_y_800mf": 6432512, "regnet_y_8gf": 39381472}
+
+
+# Our convolutions against Keras's (tests/other_backends), in both layouts; test_backends.py
+# counts them.
+CONV_CASES = [  # (layer class, filters, kernel, strides, padding, groups)
+    (GroupedConv2D, 32, 3, 1, "same", 4),
+    (GroupedConv2D, 48, 3, 2, "valid", 3),
+    (PointwiseConv2D, 24, 1, 1, "valid", 1),
+    (PointwiseConv2D, 24, 1, 2, "valid", 1),
+    # Three input channels (the stem's): on JAX a matmul over patches. "same" with stride 2 on
+    # odd and even sides pads unevenly, as Keras does (PyTorch: padded before its conv).
+    (DenseConv2D, 16, 3, 2, "valid", 1),
+    (DenseConv2D, 16, 3, 2, "same", 1),
+    (DenseConv2D, 16, 3, 1, "same", 1),
+]
 
 
 def keras_backend() -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from test_keras_contract import expected_contract_tests, keras_suite_on_our_builders
 
-from conftest import XLA_TEST_FLAGS, deterministic_variant
+from conftest import CONV_CASES, XLA_TEST_FLAGS, deterministic_variant
 from keras_regnet.variants import VARIANTS
 
 # Fresh processes throughout: part of the full suite, not the quick pass.
@@ -119,7 +119,7 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
     assert passed(r"ApplicationsTest::") == expected_contract_tests(), backend
     # ... every variant's logits, and the backend-only checks.
     assert passed(r"test_logits_equal_tensorflows") == len(VARIANTS), backend
-    assert passed(r"test_our_convolution_equals_keras") == 8, backend
+    assert passed(r"test_our_convolution_equals_keras") == 2 * len(CONV_CASES), backend  # 2 layouts
     assert passed(r"test_channels_first_predicts_what_channels_last_does") == 1, backend
     assert passed(r"test_a_saved_logits_model_loads_for_serving") == 1, backend
     jax_only = 3 if backend == "jax" else 0  # 2 data-parallel formulations, the kernel init

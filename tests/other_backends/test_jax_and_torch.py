@@ -19,26 +19,19 @@ import numpy as np
 import pytest
 
 import keras_regnet
-from conftest import deterministic_variant, set_deterministic_weights, shallow, smallest_per_family
+from conftest import (
+    CONV_CASES,
+    deterministic_variant,
+    set_deterministic_weights,
+    shallow,
+    smallest_per_family,
+)
 from keras_regnet.layers import DenseConv2D, GroupedConv2D, PointwiseConv2D, _jax_or_torch_convolution
 from keras_regnet.variants import VARIANTS
 
 BACKEND = keras.backend.backend()
 if BACKEND == "tensorflow":  # conftest ignores this folder there; say so if run by hand
     pytest.skip("JAX / PyTorch checks: run through test_backends.py", allow_module_level=True)
-
-CONV_CASES = [  # (layer class, filters, kernel, strides, padding, groups)
-    (GroupedConv2D, 32, 3, 1, "same", 4),
-    (GroupedConv2D, 48, 3, 2, "valid", 3),
-    (PointwiseConv2D, 24, 1, 1, "valid", 1),
-    (PointwiseConv2D, 24, 1, 2, "valid", 1),
-    # Three input channels (the stem's): on JAX a matmul over patches. "same" with stride 2 on
-    # odd and even sides pads unevenly, as Keras does.
-    (DenseConv2D, 16, 3, 2, "valid", 1),
-    pytest.param(DenseConv2D, 16, 3, 2, "same", 1, marks=pytest.mark.skipif(
-        BACKEND == "torch", reason="torch_conv leaves uneven (stride-2 'same') padding to Keras's conv")),
-    (DenseConv2D, 16, 3, 1, "same", 1),
-]
 
 
 def _value_and_gradients(fn, x, kernel):
@@ -59,8 +52,7 @@ def _value_and_gradients(fn, x, kernel):
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("cls, filters, size, strides, padding, groups", CONV_CASES,
-                         ids=[f"{c[0].__name__}-s{c[3]}-{c[4]}-g{c[5]}" for c in
-                              (getattr(case, "values", case) for case in CONV_CASES)])
+                         ids=[f"{c[0].__name__}-s{c[3]}-{c[4]}-g{c[5]}" for c in CONV_CASES])
 def test_our_convolution_equals_keras_in_values_and_gradients(cls, filters, size, strides, padding, groups,
                                                                data_format):
     """JAX runs grouped convs as per-group convs, 1x1 convs as matmuls and the stem's as a
