@@ -30,6 +30,7 @@ from timing_args import check_models  # same folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 THREADS = 2
+WARMUP = 2  # untimed calls before the profiled ones
 RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 # Layer-name parts (keras_regnet's names survive every exporter) -> role, first match wins.
 ROLES = (("preprocessing", "input normalisation (x - mean)"), ("stem", "stem 3x3 conv"),
@@ -55,17 +56,17 @@ def _onnxruntime_profile(path: str, x, steps: int) -> dict:
     options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x}
-    for _ in range(2):
+    for _ in range(WARMUP):
         session.run(None, feed)
     start = time.perf_counter()
     for _ in range(steps):
         session.run(None, feed)
     wall = time.perf_counter() - start
     events = json.loads(pathlib.Path(session.end_profiling()).read_text())
-    # The profile holds every call since the session began: keep the timed ones (after the
-    # second "model_run", the warm-up calls').
+    # The profile holds every call since the session began: keep the timed ones, those after
+    # the last warm-up call's "model_run" ends.
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
-    timed_from = runs[1][1] if len(runs) > steps else 0
+    timed_from = runs[WARMUP - 1][1]
     totals: collections.Counter = collections.Counter()
     for event in events:
         if (event.get("cat") == "Node" and event["name"].endswith("_kernel_time")
@@ -80,7 +81,7 @@ def _openvino_profile(path: str, x, steps: int) -> dict:
     compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                      "INFERENCE_NUM_THREADS": THREADS, "PERF_COUNT": True})
     request = compiled.create_infer_request()
-    for _ in range(2):
+    for _ in range(WARMUP):
         request.infer([x])
     totals: collections.Counter = collections.Counter()
     wall = 0.0
@@ -141,7 +142,7 @@ def main() -> None:
                     for r in args.runtimes for kind in ("", "_int8")}
     print(f"CPU: {cpu_model()} (int8 instructions: {bench_deploy.int8_instructions()}). {args.model}, "
           f"batch {args.batch}, {args.size}x{args.size}, {THREADS} threads; kernel time per call "
-          f"from each runtime's profiler, mean over {args.steps} calls.\n")
+          f"from each runtime's profiler, mean over {args.steps} calls after {WARMUP} untimed ones.\n")
     for r in args.runtimes:
         print(table(r, profiles[r, ""], profiles[r, "_int8"]) + "\n")
 

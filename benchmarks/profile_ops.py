@@ -28,9 +28,9 @@ from timing_args import check_models  # same folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CLASSES = ("conv forward", "conv gradients", "matmul", "batch norm", "batch norm gradient",
-           "relu gradient", "pad / slice", "elementwise (add, relu, scale)", "other")
 ELEMENTWISE = "elementwise (add, relu, scale)"
+CLASSES = ("conv forward", "conv gradients", "matmul", "batch norm", "batch norm gradient",
+           "relu gradient", "pad / slice", ELEMENTWISE, "other")
 
 
 def tf_class(op_type: str) -> str:
