@@ -221,6 +221,26 @@ def test_int8_onnx_and_openvino_are_quantised_and_run_in_their_runtime(fmt, suff
         quantize(model, str(tmp_path / f"other{suffix}"), np.zeros((0, SIZE, SIZE, 3), "float32"))
 
 
+@pytest.mark.slow
+def test_openvino_int8_answers_an_image_alike_wherever_it_sits_in_a_batch(tmp_path):
+    """The same image eight times in one batch, twice: eight equal answers each time, equal to
+    the image's answer alone. OpenVINO 2026.4 broke this on an AVX2 CPU (its int8 strided 1x1
+    conv, for the rows its second thread runs) until the file subsampled before those convs
+    (keras_regnet.int8.subsample_strided_pointwise): up to 1.6e-3 apart on this model."""
+    import openvino as ov
+
+    from keras_regnet import int8
+
+    model = keras_regnet.RegNetX002(weights=None, input_shape=(32, 32, 3), classes=10)
+    images = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    path = int8.export_openvino_int8(model, str(tmp_path / "m_int8.xml"), images)
+    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    alone = np.asarray(compiled(images[:1])[0])
+    for _ in range(2):
+        batch = np.asarray(compiled(np.repeat(images[:1], 8, axis=0))[0])
+        assert np.abs(batch - alone).max() <= 1e-6, np.abs(batch - alone).max(axis=-1)
+
+
 def _noise_response(model, images: np.ndarray, label: str) -> None:
     """Prints the float32 logits' signal-to-noise ratio and cosine under Gaussian input noise
     and with each conv / dense kernel rounded to 8 bits per output channel."""
