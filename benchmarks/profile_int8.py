@@ -9,8 +9,9 @@ counts under the first one its name gives: ONNX Runtime's float32 convs take in 
 add and ReLU after them). Each file runs in its own
 process; prints the CPU, its int8 instructions and one table per runtime, no assertion. Both
 runtimes read the same two ONNX files, the folded float32 one and the QDQ int8 one (OpenVINO
-converts them as it loads them, as its int8 IR is made): its float IR written from Keras
-keeps no layer names.
+converts them as it loads them, as its int8 IR is made, except that the IR also subsamples
+before its strided 1x1 convs: keras_regnet.int8.subsample_strided_pointwise, measured as fast):
+its float IR written from Keras keeps no layer names.
 
     python benchmarks/profile_int8.py --model RegNetX004
     python benchmarks/profile_int8.py --model RegNetY004 --runtimes openvino --batch 1 --steps 20
