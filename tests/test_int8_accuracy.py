@@ -119,7 +119,7 @@ def test_int8_files_a_fine_tune_writes_lose_at_most_half_a_point(digits, tmp_pat
     which of them one file flips is the luck of its calibration draw: a file lost 2 images on one
     CPU where the same recipe lost 0 or 1 on others and with other draws. The bar is held by
     each format's mean over three calibration draws (the run's own files and two more written
-    the same way), a measure with a ninth of one file's one-image steps."""
+    the same way): a measure in steps of a third of an image, not a whole one."""
     from keras_regnet.deployable import load_deployable
     from keras_regnet.training.config import TrainConfig
     from keras_regnet.training.loop import export_files, run
