@@ -70,11 +70,11 @@ def _write_qdq(model, batch: np.ndarray, staging: str, path: str, for_openvino: 
             return next(self.items, None)
 
     float_path = _float_file(model, staging, "onnx")
+    float_model = onnx.load(float_path)
     if for_openvino:
-        float_model = onnx.load(float_path)
         subsample_strided_pointwise(float_model)
         onnx.save(float_model, float_path)
-    graph = onnx.load(float_path, load_external_data=False).graph
+    graph = float_model.graph
     # A quantised softmax outputs multiples of 1/256: over 1000 classes most probabilities
     # round to 0 and close calls tie. It stays float (on dequantised logits).
     softmax = [node.name for node in graph.node if node.op_type == "Softmax"]
