@@ -116,13 +116,15 @@ def subsample_strided_pointwise(model) -> int:
         attributes = {a.name: a for a in node.attribute}
         strides = list(attributes["strides"].ints) if "strides" in attributes else [1, 1]
         if node.op_type == "Conv" and strides != [1, 1] and _kernel_size(node, attributes, kernels) == [1, 1]:
-            names = [f"{node.name}_subsample_{part}" for part in ("starts", "ends", "axes", "steps")]
+            # Named after the conv's output, unique in the graph (node names may be empty, and
+            # two convs may read one input).
+            prefix = f"{node.output[0]}_subsample"
+            names = [f"{prefix}_{part}" for part in ("starts", "ends", "axes", "steps")]
             values = ([0, 0], [np.iinfo(np.int64).max] * 2, [2, 3], strides)
             graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.int64), n)
                                      for n, v in zip(names, values))
-            subsampled = f"{node.input[0]}_every_{strides[0]}x{strides[1]}"
-            nodes.append(helper.make_node("Slice", [node.input[0], *names], [subsampled],
-                                          name=f"{node.name}_subsample"))
+            subsampled = f"{prefix}_input"
+            nodes.append(helper.make_node("Slice", [node.input[0], *names], [subsampled], name=prefix))
             node.input[0] = subsampled
             attributes["strides"].ints[:] = [1, 1]
             rewritten += 1

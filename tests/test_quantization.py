@@ -221,12 +221,53 @@ def test_int8_onnx_and_openvino_are_quantised_and_run_in_their_runtime(fmt, suff
         quantize(model, str(tmp_path / f"other{suffix}"), np.zeros((0, SIZE, SIZE, 3), "float32"))
 
 
+def test_subsampling_rewrites_every_strided_pointwise_conv_and_keeps_the_function():
+    """Strided 1x1 convs (kernel size given or left to the weights, square and uneven strides)
+    become a slice and a stride-1 conv; a strided 3x3 and a stride-1 1x1 stay as they are; the
+    graph computes the same in ONNX Runtime (odd sizes, so a stride leaves a remainder)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from keras_regnet.int8 import subsample_strided_pointwise
+
+    rng = np.random.default_rng(0)
+    convs = [  # (kernel, strides, write kernel_shape)
+        (1, [2, 2], True), (1, [2, 2], False), (1, [1, 3], True), (3, [2, 2], True), (1, [1, 1], True)]
+    nodes, initializers, outputs = [], [], []
+    for i, (k, strides, shaped) in enumerate(convs):
+        kernel = rng.standard_normal((4, 3, k, k)).astype("float32")
+        initializers.append(numpy_helper.from_array(kernel, f"w{i}"))
+        attributes = {"strides": strides, **({"kernel_shape": [k, k]} if shaped else {})}
+        nodes.append(helper.make_node("Conv", ["x", f"w{i}"], [f"y{i}"], name=f"conv{i}", **attributes))
+        shape = [2, 4, (9 - k) // strides[0] + 1, (11 - k) // strides[1] + 1]
+        outputs.append(helper.make_tensor_value_info(f"y{i}", onnx.TensorProto.FLOAT, shape))
+    given = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3, 9, 11])
+    graph = helper.make_graph(nodes, "g", [given], outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.standard_normal((2, 3, 9, 11)).astype("float32")
+
+    def run(m):
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})
+
+    expected = run(model)
+    assert subsample_strided_pointwise(model) == 3
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["Slice", "Conv"] * 3 + ["Conv", "Conv"]
+    strides = [list(next(a.ints for a in n.attribute if a.name == "strides"))
+               for n in model.graph.node if n.op_type == "Conv"]
+    assert strides == [[1, 1], [1, 1], [1, 1], [2, 2], [1, 1]]
+    for got, want in zip(run(model), expected):
+        assert got.shape == want.shape and np.allclose(got, want, atol=1e-5), (got.shape, want.shape)
+
+
 @pytest.mark.slow
 def test_openvino_int8_answers_an_image_alike_wherever_it_sits_in_a_batch(tmp_path):
     """The same image eight times in one batch, twice: eight equal answers each time, equal to
     the image's answer alone. OpenVINO 2026.4 broke this on an AVX2 CPU (its int8 strided 1x1
     conv, for the rows its second thread runs) until the file subsampled before those convs
-    (keras_regnet.int8.subsample_strided_pointwise): up to 1.6e-3 apart on this model."""
+    (keras_regnet.int8.subsample_strided_pointwise): 2.4e-3 apart on this model then."""
     import openvino as ov
 
     from keras_regnet import int8
