@@ -222,6 +222,16 @@ def keras_regnet_torch(name: str, batch: int, size: int):
     return _keras_regnet_on("torch", name, batch, size)
 
 
+def keras_regnet_system_malloc(name: str, batch: int, size: int):
+    """keras_regnet (TF) with glibc's malloc defaults (KERAS_REGNET_ALLOCATOR=system, its env)."""
+    return keras_regnet(name, batch, size)
+
+
+def keras_regnet_torch_system_malloc(name: str, batch: int, size: int):
+    """keras_regnet (PyTorch) with glibc's malloc defaults (KERAS_REGNET_ALLOCATOR=system)."""
+    return keras_regnet_torch(name, batch, size)
+
+
 CONTENDERS = {
     "keras_regnet": ("keras_regnet (TF)", {}),
     "keras_regnet_folded": ("keras_regnet, BN folded (what export serves; TF)", {}),
@@ -237,6 +247,11 @@ CONTENDERS = {
                             {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
                              "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
     "keras_regnet_torch": ("keras_regnet (PyTorch)", {"KERAS_BACKEND": "torch"}),
+    # What the allocator tuning of `import keras_regnet` is worth (keras_regnet/allocator.py).
+    "keras_regnet_system_malloc": ("keras_regnet (TF), glibc's malloc defaults",
+                                   {"KERAS_REGNET_ALLOCATOR": "system"}),
+    "keras_regnet_torch_system_malloc": ("keras_regnet (PyTorch), glibc's malloc defaults",
+                                         {"KERAS_BACKEND": "torch", "KERAS_REGNET_ALLOCATOR": "system"}),
 }
 
 

@@ -2,7 +2,8 @@
 
 :func:`load` imports them, which registers the layers with Keras (``keras.saving.load_model``
 finds them by name) and, with KerasHub installed, the RegNet classes its ``from_preset`` looks
-up. ``import keras_regnet`` calls it at once; the ``keras-regnet`` command only for the
+up, and tunes glibc's malloc to reuse freed memory (:mod:`keras_regnet.allocator`). ``import
+keras_regnet`` calls it at once; the ``keras-regnet`` command only for the
 commands that need Keras, so that ``list`` and ``--help`` start without TensorFlow.
 """
 
@@ -14,6 +15,9 @@ import functools
 @functools.cache
 def load() -> dict[str, object]:
     """Imports the Keras side; returns its public names (builders, layers, submodules)."""
+    from keras_regnet.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before any model runs: large activations reuse freed pages (allocator.py)
     from keras_regnet import (  # noqa: F401 (public submodules)
         applications,
         conversion,

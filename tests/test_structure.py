@@ -177,3 +177,44 @@ def test_every_public_name_is_bound_by_import_keras_regnet():
     bound = vars(keras_regnet)
     assert [name for name in keras_regnet.__all__ if name not in bound] == []
     assert {"hub", "layers", "export", "conversion"} <= set(bound)
+
+
+_SECOND_BUFFER_FAULTS = """
+    import resource
+    import numpy as np
+    import keras_regnet  # noqa: F401 (what is under test: the import tunes malloc)
+    def faults():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    first = np.ones(16 << 20, "float32")  # 64 MiB, over glibc's largest mmap threshold
+    del first
+    before = faults()
+    second = np.ones(16 << 20, "float32")
+    print(faults() - before)
+    """
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="tunes glibc's malloc: Linux only")
+def test_import_keras_regnet_makes_a_freed_activation_sized_buffer_reusable():
+    # A freed 64 MiB buffer (a RegNet activation at batch 32) must serve the next one without
+    # page faults; with KERAS_REGNET_ALLOCATOR=system glibc unmaps it and maps fresh pages.
+    runs = {choice: subprocess.Popen([sys.executable, "-c", textwrap.dedent(_SECOND_BUFFER_FAULTS)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                     env=dict(os.environ, KERAS_REGNET_ALLOCATOR=choice))
+            for choice in ("reuse", "system")}
+    faults = {}
+    for choice, proc in runs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        faults[choice] = int(out.split()[-1])
+    assert faults["system"] >= 30, faults  # 64 MiB: 32 huge pages at the least
+    assert faults["reuse"] < 8, faults
+
+
+def test_an_unknown_allocator_choice_warns_and_leaves_malloc_alone(monkeypatch):
+    from keras_regnet import allocator
+
+    monkeypatch.setenv(allocator.ENVIRONMENT_VARIABLE, "jemalloc")
+    with pytest.warns(UserWarning, match="'reuse'.*'system'"):
+        assert allocator.keep_freed_memory() is False
+    monkeypatch.setenv(allocator.ENVIRONMENT_VARIABLE, "system")
+    assert allocator.keep_freed_memory() is False
