@@ -2,7 +2,8 @@
 
 :func:`load` imports them, which registers the layers with Keras (``keras.saving.load_model``
 finds them by name) and, with KerasHub installed, the RegNet classes its ``from_preset`` looks
-up, and tunes glibc's malloc to reuse freed memory (:mod:`keras_regnet.allocator`). ``import
+up; it tunes glibc's malloc to reuse freed memory (:mod:`keras_regnet.allocator`) and, on JAX,
+XLA's CPU convolutions (:mod:`keras_regnet.xla_cpu`). ``import
 keras_regnet`` calls it at once; the ``keras-regnet`` command only for the
 commands that need Keras, so that ``list`` and ``--help`` start without TensorFlow.
 """
@@ -18,6 +19,12 @@ def load() -> dict[str, object]:
     from keras_regnet.allocator import keep_freed_memory
 
     keep_freed_memory()  # before any model runs: large activations reuse freed pages (allocator.py)
+    import keras
+
+    if keras.backend.backend() == "jax":
+        from keras_regnet.xla_cpu import prefer_eigen_convolutions
+
+        prefer_eigen_convolutions()  # before JAX opens its backend (xla_cpu.py)
     from keras_regnet import (  # noqa: F401 (public submodules)
         applications,
         conversion,

@@ -179,6 +179,19 @@ def test_every_public_name_is_bound_by_import_keras_regnet():
     assert {"hub", "layers", "export", "conversion"} <= set(bound)
 
 
+def _last_words_of_fresh_processes(code: str, environments: dict[str, dict]) -> dict[str, str]:
+    """Runs ``code`` in one fresh interpreter per environment, at once; the last word each prints."""
+    runs = {name: subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+            for name, env in environments.items()}
+    words = {}
+    for name, proc in runs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name}: {err[-3000:]}"
+        words[name] = out.split()[-1]
+    return words
+
+
 _SECOND_BUFFER_FAULTS = """
     import resource
     import numpy as np
@@ -197,15 +210,9 @@ _SECOND_BUFFER_FAULTS = """
 def test_import_keras_regnet_makes_a_freed_activation_sized_buffer_reusable():
     # A freed 64 MiB buffer (a RegNet activation at batch 32) must serve the next one without
     # page faults; with KERAS_REGNET_ALLOCATOR=system glibc unmaps it and maps fresh pages.
-    runs = {choice: subprocess.Popen([sys.executable, "-c", textwrap.dedent(_SECOND_BUFFER_FAULTS)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                     env=dict(os.environ, KERAS_REGNET_ALLOCATOR=choice))
-            for choice in ("reuse", "system")}
-    faults = {}
-    for choice, proc in runs.items():
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        faults[choice] = int(out.split()[-1])
+    printed = _last_words_of_fresh_processes(_SECOND_BUFFER_FAULTS, {
+        choice: dict(os.environ, KERAS_REGNET_ALLOCATOR=choice) for choice in ("reuse", "system")})
+    faults = {choice: int(word) for choice, word in printed.items()}
     assert faults["system"] >= 30, faults  # 64 MiB: 32 huge pages at the least
     assert faults["reuse"] < 8, faults
 
@@ -218,3 +225,28 @@ def test_an_unknown_allocator_choice_warns_and_leaves_malloc_alone(monkeypatch):
         assert allocator.keep_freed_memory() is False
     monkeypatch.setenv(allocator.ENVIRONMENT_VARIABLE, "system")
     assert allocator.keep_freed_memory() is False
+
+
+_CONVOLUTION_KERNELS = """
+    import keras_regnet  # noqa: F401 (what is under test: the import sets XLA's flags on JAX)
+    import jax
+    import jax.numpy as jnp
+    x, k = jnp.ones((4, 14, 14, 24)), jnp.ones((3, 3, 24, 24))  # one group of RegNetY032's stage 3
+    conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    text = conv.lower(x, k).compile().as_text()
+    print("ynnpack" if "__ynn_fusion" in text else "eigen")
+    """
+
+
+def test_import_keras_regnet_on_jax_runs_cpu_convolutions_on_eigen():
+    from keras_regnet import xla_cpu
+
+    if not xla_cpu._jaxlib_measured():
+        pytest.skip(f"jaxlib not among the measured releases {xla_cpu.MEASURED_JAXLIB}: flag left unset")
+    # Asked for YNNPACK, the same convolution compiles to a YNNPACK fusion: the check can fail.
+    environment = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    environment.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    kernels = _last_words_of_fresh_processes(_CONVOLUTION_KERNELS, {
+        choice: {**environment, xla_cpu.ENVIRONMENT_VARIABLE: choice} for choice in ("eigen", "ynnpack")})
+    assert kernels == {"eigen": "eigen", "ynnpack": "ynnpack"}
