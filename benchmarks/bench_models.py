@@ -227,6 +227,11 @@ def keras_regnet_system_malloc(name: str, batch: int, size: int):
     return keras_regnet(name, batch, size)
 
 
+def keras_regnet_jax_ynnpack(name: str, batch: int, size: int):
+    """keras_regnet (JAX) with jaxlib's YNNPACK convolutions (KERAS_REGNET_XLA_CONVOLUTIONS=ynnpack)."""
+    return keras_regnet_jax(name, batch, size)
+
+
 def keras_regnet_torch_system_malloc(name: str, batch: int, size: int):
     """keras_regnet (PyTorch) with glibc's malloc defaults (KERAS_REGNET_ALLOCATOR=system)."""
     return keras_regnet_torch(name, batch, size)
@@ -250,6 +255,10 @@ CONTENDERS = {
     # What the allocator tuning of `import keras_regnet` is worth (keras_regnet/allocator.py).
     "keras_regnet_system_malloc": ("keras_regnet (TF), glibc's malloc defaults",
                                    {"KERAS_REGNET_ALLOCATOR": "system"}),
+    # What the XLA flag of `import keras_regnet` on JAX is worth (keras_regnet/xla_cpu.py).
+    "keras_regnet_jax_ynnpack": ("keras_regnet (JAX, CPU), YNNPACK convolutions",
+                                 {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+                                  "KERAS_REGNET_XLA_CONVOLUTIONS": "ynnpack"}),
     "keras_regnet_torch_system_malloc": ("keras_regnet (PyTorch), glibc's malloc defaults",
                                          {"KERAS_BACKEND": "torch", "KERAS_REGNET_ALLOCATOR": "system"}),
 }

@@ -171,3 +171,12 @@ def test_interleave_names_a_worker_that_died_and_finishes_the_others(tmp_path):
                                   report=reports.append)
     assert reports == ["  dies: unavailable (exited with status 3)"]
     assert list(times) == ["ok"] and len(times["ok"]["a"]) == 4
+
+
+def test_every_bench_models_contender_names_its_worker(monkeypatch):
+    # A contender is looked up by name in the worker process: a table entry without its
+    # function would fail only on the day someone asks for it.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    module = runpy.run_path(str(ROOT / "benchmarks" / "bench_models.py"), run_name="bench_models_table")
+    missing = [name for name in module["CONTENDERS"] if not callable(module.get(name))]
+    assert not missing, missing
