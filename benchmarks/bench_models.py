@@ -222,21 +222,6 @@ def keras_regnet_torch(name: str, batch: int, size: int):
     return _keras_regnet_on("torch", name, batch, size)
 
 
-def keras_regnet_system_malloc(name: str, batch: int, size: int):
-    """keras_regnet (TF) with glibc's malloc defaults (KERAS_REGNET_ALLOCATOR=system, its env)."""
-    return keras_regnet(name, batch, size)
-
-
-def keras_regnet_jax_ynnpack(name: str, batch: int, size: int):
-    """keras_regnet (JAX) with jaxlib's YNNPACK convolutions (KERAS_REGNET_XLA_CONVOLUTIONS=ynnpack)."""
-    return keras_regnet_jax(name, batch, size)
-
-
-def keras_regnet_torch_system_malloc(name: str, batch: int, size: int):
-    """keras_regnet (PyTorch) with glibc's malloc defaults (KERAS_REGNET_ALLOCATOR=system)."""
-    return keras_regnet_torch(name, batch, size)
-
-
 CONTENDERS = {
     "keras_regnet": ("keras_regnet (TF)", {}),
     "keras_regnet_folded": ("keras_regnet, BN folded (what export serves; TF)", {}),
@@ -252,16 +237,26 @@ CONTENDERS = {
                             {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
                              "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
     "keras_regnet_torch": ("keras_regnet (PyTorch)", {"KERAS_BACKEND": "torch"}),
-    # What the allocator tuning of `import keras_regnet` is worth (keras_regnet/allocator.py).
+    # The next three run another contender's worker (SAME_WORKER) under one setting of
+    # `import keras_regnet` turned off: what the allocator (keras_regnet/allocator.py) and the
+    # XLA flag (keras_regnet/xla_cpu.py) are worth.
     "keras_regnet_system_malloc": ("keras_regnet (TF), glibc's malloc defaults",
                                    {"KERAS_REGNET_ALLOCATOR": "system"}),
-    # What the XLA flag of `import keras_regnet` on JAX is worth (keras_regnet/xla_cpu.py).
     "keras_regnet_jax_ynnpack": ("keras_regnet (JAX, CPU), YNNPACK convolutions",
                                  {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
                                   "KERAS_REGNET_XLA_CONVOLUTIONS": "ynnpack"}),
     "keras_regnet_torch_system_malloc": ("keras_regnet (PyTorch), glibc's malloc defaults",
                                          {"KERAS_BACKEND": "torch", "KERAS_REGNET_ALLOCATOR": "system"}),
 }
+
+
+SAME_WORKER = {"keras_regnet_system_malloc": "keras_regnet", "keras_regnet_jax_ynnpack": "keras_regnet_jax",
+               "keras_regnet_torch_system_malloc": "keras_regnet_torch"}
+
+
+def steps_builder(contender: str) -> Callable:
+    """The function that builds ``contender``'s steps (its own name, or SAME_WORKER's)."""
+    return globals()[SAME_WORKER.get(contender, contender)]
 
 
 # Keras's XLA grouped conv on a CPU: minutes per RegNetY032 train step.
@@ -284,7 +279,7 @@ def matmul_gflops() -> float:
 
 def worker(contender: str, name: str, batch: int, size: int, warmup: int, repeats: int) -> dict:
     sys.path.insert(0, str(ROOT))
-    infer_step, train_step = globals()[contender](name, batch, size)
+    infer_step, train_step = steps_builder(contender)(name, batch, size)
     return {"infer": _median_rate(infer_step, batch, warmup, repeats),
             "train": _median_rate(train_step, batch, warmup, repeats) if train_step else None}
 
@@ -302,7 +297,7 @@ def run_worker(args: list[str], env: dict | None = None, script: str = __file__)
 def serve(contender: str, name: str, batch: int, size: int) -> None:
     """``--interleave``'s worker: the contender's steps, served one at a time (interleave.py)."""
     sys.path.insert(0, str(ROOT))
-    interleave.serve(dict(zip(("infer", "train"), globals()[contender](name, batch, size))))
+    interleave.serve(dict(zip(("infer", "train"), steps_builder(contender)(name, batch, size))))
 
 
 def interleaved_rates(name: str, contenders: list[str], common: list[str], batch: int, warmup: int,
