@@ -20,9 +20,9 @@ between steps, as TensorFlow's and JAX's own allocators do.
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
-import warnings
+
+from keras_regnet.environment import environment_choice
 
 ENVIRONMENT_VARIABLE = "KERAS_REGNET_ALLOCATOR"
 
@@ -35,19 +35,14 @@ _KEPT_AT_TOP = 1 << 30  # bytes of freed memory at the heap's top kept before tr
 def keep_freed_memory() -> bool:
     """Tunes glibc's ``malloc`` to reuse freed memory (module docstring); True if it did.
 
-    Does nothing (False) off glibc (macOS, musl, Windows) or with ``KERAS_REGNET_ALLOCATOR=system``.
+    Does nothing (False) off glibc (macOS, musl, Windows) or with ``KERAS_REGNET_ALLOCATOR=system``
+    (any other value than ``reuse``, the default, warns and also leaves glibc's defaults).
 
     Example:
         >>> isinstance(keep_freed_memory(), bool)
         True
     """
-    choice = os.environ.get(ENVIRONMENT_VARIABLE, "reuse").strip().lower()
-    if choice == "system":
-        return False
-    if choice != "reuse":
-        warnings.warn(f"{ENVIRONMENT_VARIABLE}={choice!r} is not a choice: use 'reuse' (the default: keep "
-                      "freed memory for the next step) or 'system' (glibc's defaults); keeping glibc's.",
-                      stacklevel=2)
+    if environment_choice(ENVIRONMENT_VARIABLE, ("reuse", "system")) != "reuse":
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import sys
 
+from keras_regnet.environment import environment_choice
+
 ENVIRONMENT_VARIABLE = "KERAS_REGNET_XLA_CONVOLUTIONS"
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 # jaxlib releases that know the flag and were measured with it (major.minor).
@@ -29,12 +31,13 @@ MEASURED_JAXLIB = ("0.10",)
 
 def prefer_eigen_convolutions() -> bool:
     """Adds :data:`FLAG` to ``XLA_FLAGS`` where that is safe (module docstring); True if it did.
+    An unknown ``KERAS_REGNET_XLA_CONVOLUTIONS`` value warns and leaves the flags alone.
 
     Example:
         >>> isinstance(prefer_eigen_convolutions(), bool)
         True
     """
-    if os.environ.get(ENVIRONMENT_VARIABLE, "eigen").strip().lower() == "ynnpack":
+    if environment_choice(ENVIRONMENT_VARIABLE, ("eigen", "ynnpack")) != "eigen":  # ynnpack, or a typo
         return False
     flags = os.environ.get("XLA_FLAGS", "")
     if "ynn_fusion_type" in flags or not _jaxlib_measured() or _jax_backend_started():

@@ -248,3 +248,13 @@ def test_import_keras_regnet_on_jax_runs_cpu_convolutions_on_eigen():
     kernels = _last_words_of_fresh_processes(_CONVOLUTION_KERNELS, {
         choice: {**environment, xla_cpu.ENVIRONMENT_VARIABLE: choice} for choice in ("eigen", "ynnpack")})
     assert kernels == {"eigen": "eigen", "ynnpack": "ynnpack"}
+
+
+def test_an_unknown_xla_convolutions_choice_warns_and_leaves_the_flags_alone(monkeypatch):
+    from keras_regnet import xla_cpu
+
+    monkeypatch.setenv(xla_cpu.ENVIRONMENT_VARIABLE, "ynnpak")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    with pytest.warns(UserWarning, match="'eigen' or 'ynnpack'"):
+        assert xla_cpu.prefer_eigen_convolutions() is False
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
