@@ -237,7 +237,7 @@ CONTENDERS = {
                             {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
                              "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
     "keras_regnet_torch": ("keras_regnet (PyTorch)", {"KERAS_BACKEND": "torch"}),
-    # The next three run another contender's worker (SAME_WORKER) under one setting of
+    # The next four run another contender's worker (SAME_WORKER) under one setting of
     # `import keras_regnet` turned off: what the allocator (keras_regnet/allocator.py) and the
     # XLA flag (keras_regnet/xla_cpu.py) are worth.
     "keras_regnet_system_malloc": ("keras_regnet (TF), glibc's malloc defaults",
@@ -245,12 +245,16 @@ CONTENDERS = {
     "keras_regnet_jax_ynnpack": ("keras_regnet (JAX, CPU), YNNPACK convolutions",
                                  {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
                                   "KERAS_REGNET_XLA_CONVOLUTIONS": "ynnpack"}),
+    "keras_regnet_jax_system_malloc": ("keras_regnet (JAX, CPU), glibc's malloc defaults",
+                                       {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+                                        "KERAS_REGNET_ALLOCATOR": "system"}),
     "keras_regnet_torch_system_malloc": ("keras_regnet (PyTorch), glibc's malloc defaults",
                                          {"KERAS_BACKEND": "torch", "KERAS_REGNET_ALLOCATOR": "system"}),
 }
 
 
 SAME_WORKER = {"keras_regnet_system_malloc": "keras_regnet", "keras_regnet_jax_ynnpack": "keras_regnet_jax",
+               "keras_regnet_jax_system_malloc": "keras_regnet_jax",
                "keras_regnet_torch_system_malloc": "keras_regnet_torch"}
 
 

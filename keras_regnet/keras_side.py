@@ -16,15 +16,18 @@ import functools
 @functools.cache
 def load() -> dict[str, object]:
     """Imports the Keras side; returns its public names (builders, layers, submodules)."""
-    from keras_regnet.allocator import keep_freed_memory
+    from keras_regnet.allocator import keep_freed_memory, keep_xla_buffers
 
-    keep_freed_memory()  # before any model runs: large activations reuse freed pages (allocator.py)
+    tuned = keep_freed_memory()  # before any model runs: large activations reuse freed pages (allocator.py)
     import keras
 
     if keras.backend.backend() == "jax":
         from keras_regnet.xla_cpu import prefer_eigen_convolutions
 
-        prefer_eigen_convolutions()  # before JAX opens its backend (xla_cpu.py)
+        # Both before JAX opens its backend: its threads and flags are set then.
+        if tuned:
+            keep_xla_buffers()  # XLA's temporary buffers reused between calls (allocator.py)
+        prefer_eigen_convolutions()  # XLA's CPU convolutions on Eigen (xla_cpu.py)
     from keras_regnet import (  # noqa: F401 (public submodules)
         applications,
         conversion,

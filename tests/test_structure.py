@@ -216,6 +216,39 @@ def test_import_keras_regnet_makes_a_freed_activation_sized_buffer_reusable():
     assert faults["reuse"] < 8, faults
 
 
+_XLA_CALL_FAULTS = """
+    import resource
+    import keras_regnet  # noqa: F401 (what is under test: the import tunes malloc for XLA)
+    import jax
+    import jax.numpy as jnp
+
+    def faults():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    step = jax.jit(lambda x: (jnp.tanh(x @ x) @ x).sum())  # 64 MiB temporaries, XLA's threads
+    x = jnp.ones((4096, 4096)) / 4096
+    step(x).block_until_ready()
+    counts = []
+    for _ in range(3):
+        before = faults()
+        step(x).block_until_ready()
+        counts.append(faults() - before)
+    print(min(counts))
+    """
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="tunes glibc's malloc: Linux only")
+def test_import_keras_regnet_on_jax_reuses_xlas_temporary_buffers_between_calls():
+    # XLA allocates a call's temporaries from its worker threads' arenas, which map large
+    # requests afresh at every call unless every thread is on the main arena (allocator.py).
+    environment = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    printed = _last_words_of_fresh_processes(_XLA_CALL_FAULTS, {
+        choice: {**environment, "KERAS_REGNET_ALLOCATOR": choice} for choice in ("reuse", "system")})
+    faults = {choice: int(word) for choice, word in printed.items()}
+    assert faults["system"] >= 16384, faults  # at least one 64 MiB buffer mapped page by page
+    assert faults["reuse"] < 64, faults
+
+
 def test_an_unknown_allocator_choice_warns_and_leaves_malloc_alone(monkeypatch):
     from keras_regnet import allocator
 
