@@ -109,8 +109,8 @@ def grouped_conv(inputs, kernel, groups: int, strides: Sequence[int] = (1, 1), p
 
 def torch_conv(inputs, kernel, groups: int, strides: Sequence[int] = (1, 1), padding: str = "valid",
                dilation_rate: Sequence[int] = (1, 1), data_format: str = "channels_last",
-               kernel_cache: dict | None = None):
-    """A convolution on PyTorch without Keras's layout copies.
+               kernel_cache: dict | None = None, bias=None):
+    """A convolution on PyTorch without Keras's layout copies (plus ``bias``, if given).
 
     Keras's PyTorch backend copies channels-last inputs to channels-first and back around every
     convolution. A channels-last tensor permuted to NCHW is a view in PyTorch's channels-last
@@ -146,7 +146,8 @@ def torch_conv(inputs, kernel, groups: int, strides: Sequence[int] = (1, 1), pad
             pad = (rows[0], cols[0])
         else:  # uneven (an even kernel, or a stride): padded first, the odd pixel after
             x = F.pad(x, (*cols, *rows))
-    y = F.conv2d(x, weights, stride=tuple(strides), padding=pad, dilation=tuple(dilation_rate), groups=groups)
+    y = F.conv2d(x, weights, bias, stride=tuple(strides), padding=pad, dilation=tuple(dilation_rate),
+                 groups=groups)
     return y.permute(0, 2, 3, 1) if data_format == "channels_last" else y
 
 

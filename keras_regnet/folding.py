@@ -147,6 +147,12 @@ def _plan(model: keras.Model, graph: _Graph) -> _Plan:
     return plan
 
 
+def plan_of(model: keras.Model) -> _Plan:
+    """Which of a functional ``model``'s convs take which batch norm, as :func:`fold_batch_norms`
+    folds them (``plan.convs``: conv name -> BN name); no warning for the rest."""
+    return _plan(model, _Graph.of(model))
+
+
 def fold_batch_norms(model: keras.Model) -> keras.Model:
     """An inference copy of ``model`` with every foldable conv -> BN pair folded into one conv.
 

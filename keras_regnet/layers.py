@@ -12,7 +12,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_regnet import conv_ops
+from keras_regnet import conv_ops, torch_inference
 from keras_regnet.design.spec import Block
 
 BN_EPSILON = 1e-5  # PyTorch's default, which the reference weights were trained with.
@@ -224,8 +224,16 @@ def _jax_or_torch_convolution(layer: keras.layers.Conv2D, inputs, kernel):
     if backend == "torch":
         if "_torch_kernel_cache" not in layer.__dict__:  # plain attribute: no Keras/Module tracking
             object.__setattr__(layer, "_torch_kernel_cache", {})
-        return conv_ops.torch_conv(inputs, kernel, layer.groups, layer.strides, layer.padding,
-                                   layer.dilation_rate, layer.data_format, layer._torch_kernel_cache)
+        folded = torch_inference.folded_kernel_and_bias(layer, kernel, inputs)
+        if folded is None:
+            return conv_ops.torch_conv(inputs, kernel, layer.groups, layer.strides, layer.padding,
+                                       layer.dilation_rate, layer.data_format, layer._torch_kernel_cache)
+        kernel, bias, bn = folded  # its batch norm, folded in (torch_inference.py)
+        outputs = conv_ops.torch_conv(inputs, kernel, layer.groups, layer.strides, layer.padding,
+                                      layer.dilation_rate, layer.data_format,
+                                      layer._torch_kernel_cache.setdefault("folded", {}), bias=bias)
+        torch_inference.mark_folded(outputs, bn)
+        return outputs
     return None
 
 
@@ -326,6 +334,10 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
+        if torch_inference.folded_for(inputs, self):  # PyTorch inference: the conv did the work
+            if training and self.trainable:
+                raise RuntimeError(f"{self.name}: a batch norm folded for inference was called in training")
+            return inputs
         if keras.backend.backend() == "torch" and self._torch_fusable(inputs, training, mask):
             return _torch_batch_norm(self, inputs, training)
         if (keras.backend.backend() != "tensorflow" or mask is not None or len(inputs.shape) != 4

@@ -187,6 +187,47 @@ def test_torch_kernel_cache_never_takes_a_new_tensor_at_the_same_address_for_the
     np.testing.assert_allclose(second.numpy(), expected.numpy(), rtol=0, atol=1e-6)
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's folded inference: the PyTorch backend only")
+@pytest.mark.parametrize("name", smallest_per_family())
+def test_torch_inference_folds_every_batch_norm_and_only_where_exact(name, monkeypatch):
+    """A built model's predict folds each batch norm into its conv (one marked conv output per
+    batch norm) with the logits of the unfolded computation (a call in autograd, where nothing
+    folds); a model built on an inner conv's output gets that conv's raw output; training
+    normalises with batch statistics and moves the moving averages (a batch norm handed a folded
+    conv output in training raises)."""
+    import torch
+
+    from keras_regnet import torch_inference
+    from keras_regnet.layers import FusedBatchNorm
+
+    folded = []
+    mark = torch_inference.mark_folded
+    monkeypatch.setattr(torch_inference, "mark_folded",
+                        lambda outputs, bn: (folded.append(bn.name), mark(outputs, bn)))
+    model = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    set_deterministic_weights(model)  # batch-norm statistics that are not the identity
+    images = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    got = model.predict_on_batch(images)
+    batch_norms = sorted(layer.name for layer in model.layers if isinstance(layer, FusedBatchNorm))
+    assert sorted(folded) == batch_norms
+    expected = keras.ops.convert_to_numpy(model(images, training=False))  # autograd on: unfolded
+    assert len(folded) == len(batch_norms)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * float(np.max(np.abs(expected))))
+
+    conv = model.get_layer(next(n for n in batch_norms if n.endswith("_conv1_bn")).removesuffix("_bn"))
+    inner = keras.Model(model.inputs, conv.output)
+    with torch.no_grad():
+        raw = keras.ops.convert_to_numpy(inner(images, training=False))
+    np.testing.assert_allclose(inner.predict_on_batch(images), raw, rtol=1e-6, atol=1e-6)
+    assert len(folded) == len(batch_norms)  # the inner model folded nothing
+
+    bn = model.get_layer(batch_norms[0])
+    before = keras.ops.convert_to_numpy(bn.moving_mean)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    model.train_on_batch(images, np.zeros_like(got))  # a folded input in training would raise
+    assert not np.allclose(keras.ops.convert_to_numpy(bn.moving_mean), before)
+
+
 @pytest.fixture(scope="module")
 def tensorflow_logits():
     """The parent's TensorFlow logits (test_backends.py writes them before this run starts)."""
@@ -201,8 +242,9 @@ def test_logits_equal_tensorflows(name, tensorflow_logits):
     scale, for every builder of the variants table, on a small input."""
     model = deterministic_variant(name)
     images = tensorflow_logits["images"]
-    # JAX: the jitted predict (its eager calls compile op by op, slower); PyTorch: a call.
-    got = keras.ops.convert_to_numpy(model.predict(images, verbose=0) if BACKEND == "jax" else model(images))
+    # JAX: the jitted predict (its eager calls compile op by op, slower); PyTorch: predict, where
+    # the batch norms fold into their convolutions (keras_regnet/torch_inference.py).
+    got = keras.ops.convert_to_numpy(model.predict(images, verbose=0))
     expected = tensorflow_logits[name]
     scale = float(np.max(np.abs(expected)))
     assert scale > 0.05
