@@ -22,7 +22,9 @@ import weakref
 
 import keras
 
-_PAIR = "_keras_regnet_torch_fold"  # on a conv: (weak reference to the model, its batch norm, cache)
+# conv -> (its model, its batch norm: weak references; the folded kernel's cache). Kept out of the
+# layers' attributes: Keras's saving walks those and would save the batch norm under the conv.
+_PAIRS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _MARK = "_keras_regnet_folded_into"  # on a conv's output tensor: the batch norm it folded
 
 
@@ -42,23 +44,23 @@ def pair_convolutions_with_batch_norms(model: keras.Model) -> int:
         conv, bn = model.get_layer(conv_name), model.get_layer(bn_name)
         if isinstance(bn, layers.FusedBatchNorm) and not conv.use_bias and isinstance(
                 conv, (layers.GroupedConv2D, layers.PointwiseConv2D, layers.DenseConv2D)):
-            object.__setattr__(conv, _PAIR, (weakref.ref(model), bn, {}))  # no Keras tracking
+            _PAIRS[conv] = (weakref.ref(model), weakref.ref(bn), {})
             paired += 1
     return paired
 
 
 def folded_kernel_and_bias(conv: keras.layers.Conv2D, kernel, inputs):
     """(kernel, bias, batch norm) to convolve with instead of ``kernel`` now, or None."""
-    pair = conv.__dict__.get(_PAIR)
+    pair = _PAIRS.get(conv)
     if pair is None:
         return None
     import torch
 
-    owner, bn, cache = pair
-    if torch.is_grad_enabled() or torch.compiler.is_compiling() or owner() is None:
+    owner, bn, cache = pair[0](), pair[1](), pair[2]
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or owner is None or bn is None:
         return None
     context = _call_context()
-    if context is None or context.entry_layer is not owner() or context.get_value("training"):
+    if context is None or context.entry_layer is not owner or context.get_value("training"):
         return None
     if not bn._torch_fusable(inputs, False, None):
         return None
