@@ -36,14 +36,15 @@ def pair_convolutions_with_batch_norms(model: keras.Model) -> int:
         >>> pair_convolutions_with_batch_norms(model) > 0
         True
     """
-    from keras_regnet import folding, layers
+    from keras_regnet import folding
 
     plan = folding.plan_of(model)
     paired = 0
     for conv_name, bn_name in plan.convs.items():
         conv, bn = model.get_layer(conv_name), model.get_layer(bn_name)
-        if isinstance(bn, layers.FusedBatchNorm) and not conv.use_bias and isinstance(
-                conv, (layers.GroupedConv2D, layers.PointwiseConv2D, layers.DenseConv2D)):
+        # Our FusedBatchNorm (it alone passes a folded tensor through); a conv of our layers
+        # consults the table, Keras's own never does.
+        if hasattr(bn, "_torch_fusable") and not conv.use_bias:
             _PAIRS[conv] = (weakref.ref(model), weakref.ref(bn), {})
             paired += 1
     return paired
