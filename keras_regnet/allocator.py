@@ -60,21 +60,25 @@ def keep_freed_memory() -> bool:
 
 
 def keep_xla_buffers() -> bool:
-    """On top of :func:`keep_freed_memory`: every thread allocates from glibc's main arena and the
-    heap is never trimmed, so XLA's per-call temporary buffers reuse the last call's pages (module
-    docstring); True if it did. Same conditions and opt-out as :func:`keep_freed_memory`. Only
-    threads that have not yet allocated are moved: call it before JAX opens its backend.
+    """After :func:`keep_freed_memory` (which stops large requests from being mapped): every
+    thread allocates from glibc's main arena and the heap is never trimmed, so XLA's per-call
+    temporary buffers reuse the last call's pages (module docstring); True if it did. Same
+    conditions and opt-out as :func:`keep_freed_memory`. Only threads that have not yet
+    allocated are moved: call it before JAX opens its backend.
 
     One arena means one lock for every thread's ``malloc``; XLA's CPU runtime allocates rarely
     (a few large buffers per call), TensorFlow and PyTorch often, so this is for JAX only.
 
-    Example:
-        >>> isinstance(keep_xla_buffers(), bool)
-        True
+    Example (opted out, so that the example leaves this process's malloc alone):
+        >>> import os
+        >>> os.environ[ENVIRONMENT_VARIABLE] = "system"
+        >>> keep_xla_buffers()
+        False
+        >>> del os.environ[ENVIRONMENT_VARIABLE]
     """
     libc = _tunable_glibc()
-    return libc is not None and bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
-        libc.mallopt(_M_ARENA_MAX, 1)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _NEVER))
+    return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, 1)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, _NEVER))
 
 
 def _tunable_glibc() -> ctypes.CDLL | None:

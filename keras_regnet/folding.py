@@ -222,7 +222,7 @@ def _clone_layer(layer: keras.layers.Layer, plan: _Plan) -> keras.layers.Layer:
 def _weights(model: keras.Model, layer: keras.layers.Layer, plan: _Plan) -> list[np.ndarray]:
     weights = layer.get_weights()
     if layer.name in plan.convs:
-        weights = _fold(weights, model.get_layer(plan.convs[layer.name]))
+        weights = fold_into_conv(weights, model.get_layer(plan.convs[layer.name]))
     if layer.name in plan.divisors:  # kernel [kh, kw, in, out]: scale the input channels
         kernel, *rest = weights
         divisor = plan.divisors[layer.name].reshape(1, 1, -1, 1)
@@ -230,7 +230,9 @@ def _weights(model: keras.Model, layer: keras.layers.Layer, plan: _Plan) -> list
     return weights
 
 
-def _fold(conv_weights: list, bn: keras.layers.BatchNormalization) -> list[np.ndarray]:
+def fold_into_conv(conv_weights: list, bn: keras.layers.BatchNormalization) -> list[np.ndarray]:
+    """A conv's ``[kernel(, bias)]`` with ``bn`` (at inference) folded in: ``[kernel, bias]``,
+    computed in float64, returned in the kernel's dtype."""
     kernel, *bias = (np.asarray(w, "float64") for w in conv_weights)
 
     def value(variable, default: float) -> np.ndarray:

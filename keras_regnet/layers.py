@@ -225,14 +225,14 @@ def _jax_or_torch_convolution(layer: keras.layers.Conv2D, inputs, kernel):
         if "_torch_kernel_cache" not in layer.__dict__:  # plain attribute: no Keras/Module tracking
             object.__setattr__(layer, "_torch_kernel_cache", {})
         folded = torch_inference.folded_kernel_and_bias(layer, kernel, inputs)
-        if folded is None:
-            return conv_ops.torch_conv(inputs, kernel, layer.groups, layer.strides, layer.padding,
-                                       layer.dilation_rate, layer.data_format, layer._torch_kernel_cache)
-        kernel, bias, bn = folded  # its batch norm, folded in (torch_inference.py)
+        bias, cache = None, layer._torch_kernel_cache
+        if folded is not None:  # its batch norm, folded in (torch_inference.py)
+            kernel, bias, bn = folded
+            cache = cache.setdefault("folded", {})
         outputs = conv_ops.torch_conv(inputs, kernel, layer.groups, layer.strides, layer.padding,
-                                      layer.dilation_rate, layer.data_format,
-                                      layer._torch_kernel_cache.setdefault("folded", {}), bias=bias)
-        torch_inference.mark_folded(outputs, bn)
+                                      layer.dilation_rate, layer.data_format, cache, bias=bias)
+        if folded is not None:
+            torch_inference.mark_folded(outputs, bn)
         return outputs
     return None
 

@@ -68,11 +68,13 @@ def folded_kernel_and_bias(conv: keras.layers.Conv2D, kernel, inputs):
     sources = [keras.ops.convert_to_tensor(v) for v in
                (kernel, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)]
     key = [(id(t), t._version) for t in sources]
-    if cache.get("key") != key:
-        weights, gamma, beta, mean, variance = (t.double() for t in sources)
-        scale = gamma / torch.sqrt(variance + bn.epsilon)  # per output channel: the kernel's last axis
-        cache.update(key=key, sources=sources, kernel=(weights * scale).float(),
-                     bias=(beta - mean * scale).float())
+    if cache.get("key") != key:  # refolded only after a variable changed
+        from keras_regnet.folding import fold_into_conv
+
+        folded = fold_into_conv([keras.ops.convert_to_numpy(kernel)], bn)
+        device = sources[0].device
+        cache.update(key=key, sources=sources, kernel=torch.as_tensor(folded[0], device=device),
+                     bias=torch.as_tensor(folded[1], device=device))
     return cache["kernel"], cache["bias"], bn
 
 
