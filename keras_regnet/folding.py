@@ -147,10 +147,15 @@ def _plan(model: keras.Model, graph: _Graph) -> _Plan:
     return plan
 
 
-def plan_of(model: keras.Model) -> _Plan:
+def graph_of(model: keras.Model) -> _Graph:
+    """Who reads whom in a functional ``model`` (``only_reader(name)``, ``sources``, ``calls``)."""
+    return _Graph.of(model)
+
+
+def plan_of(model: keras.Model, graph: _Graph | None = None) -> _Plan:
     """Which of a functional ``model``'s convs take which batch norm, as :func:`fold_batch_norms`
     folds them (``plan.convs``: conv name -> BN name); no warning for the rest."""
-    return _plan(model, _Graph.of(model))
+    return _plan(model, graph or _Graph.of(model))
 
 
 def fold_batch_norms(model: keras.Model) -> keras.Model:

@@ -1,35 +1,59 @@
-"""Batch norms folded into their convolutions while a built model infers on PyTorch.
+"""Batch norm, ReLU and zero padding fused into their convolutions while a model infers on PyTorch.
 
-TensorFlow folds a conv's batch norm into it at inference and fuses the ReLU; PyTorch's eager
-layers each make a pass of their own over the activations. In a RegNetX004 forward pass on a
-2-core AMD EPYC (batch 32, 224x224) PyTorch's profiler gave its batch norms 9% of the time, one
-read and one write of every conv output. Here a conv that a batch norm alone reads convolves
-with the folded kernel and bias instead (``scale = gamma / sqrt(var + eps)``, kernel x scale,
-``beta - mean x scale``), and that batch norm passes its input through.
+TensorFlow's graph optimiser folds a conv's batch norm into it at inference, fuses the ReLU and
+takes the padding into the conv; PyTorch's eager layers each make a pass of their own over the
+activations. In a RegNetX004 forward pass on a 2-core AMD EPYC (batch 32, 224x224) PyTorch's
+profiler gave the batch norms 9% of the time; with them folded, the ReLUs 12% and the zero
+padding (fill + copy) 5%. Here, around a conv of ours:
 
-Only where that is exact: :func:`pair_convolutions_with_batch_norms` marks the pairs
-:mod:`keras_regnet.folding` would fold (the BN the conv's only reader, neither layer shared), for
-one model, the one our builders return. A pair folds only while that model itself is the layer
+- the ``ZeroPadding2D`` (symmetric) that alone feeds it hands its input on unpadded, marked, and
+  the conv pads inside its kernel instead;
+- the batch norm that alone reads it is folded in: the conv convolves with ``kernel x scale``
+  plus ``beta - mean x scale`` (``scale = gamma / sqrt(var + eps)``), and the batch norm passes
+  its input through;
+- the ReLU that alone reads that batch norm is a oneDNN post-op of the same convolution
+  (``mkldnn::_convolution_pointwise``, PyTorch's fused CPU kernel), and passes its input through.
+
+Only where that is exact: :func:`pair_convolutions_with_batch_norms` marks the patterns
+:mod:`keras_regnet.folding` would fold (each layer the next one's only reader, none shared), for
+one model, the one our builders return. They fuse only while that model itself is the layer
 being called (Keras's call context), in inference, outside autograd and ``torch.compile``; a
-model built on an inner layer's output, a conv called alone, training and every other backend
-compute as before. The conv marks the tensor it returns, and the batch norm passes through only
-a tensor marked for it. The folded kernel is kept until a variable changes.
+model built on an inner layer's output, a layer called alone, training and every other backend
+compute as before. A fused tensor carries the layers it already did the work of, and a layer
+passes through only a tensor that names it. The folded kernel is kept until a variable changes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
+from typing import Any
 
 import keras
 
-# conv -> (its model, its batch norm: weak references; the folded kernel's cache). Kept out of the
-# layers' attributes: Keras's saving walks those and would save the batch norm under the conv.
-_PAIRS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_MARK = "_keras_regnet_folded_into"  # on a conv's output tensor: the batch norm it folded
+_MARK = "_keras_regnet_fused_into"  # on a tensor: the layers whose work it already holds
+
+
+@dataclasses.dataclass
+class _Fusion:
+    """What one conv of ours does for its neighbours (weak references: the model owns them)."""
+
+    model: weakref.ref
+    batch_norm: weakref.ref | None = None  # folded into the kernel and bias
+    relu: weakref.ref | None = None  # after that batch norm: a post-op of the conv
+    padding: weakref.ref | None = None  # before the conv: inside its kernel
+    cache: dict = dataclasses.field(default_factory=dict)  # the folded kernel, while unchanged
+
+
+# Keyed by layer, kept out of the layers' attributes: Keras's saving walks those and would save
+# the batch norm under the conv.
+_FUSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # conv -> _Fusion
+_PADDINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # padding -> its conv's _Fusion
 
 
 def pair_convolutions_with_batch_norms(model: keras.Model) -> int:
-    """Marks ``model``'s foldable conv -> batch-norm pairs for PyTorch inference; their number.
+    """Marks ``model``'s convs to fuse with their neighbours for PyTorch inference; the number
+    of batch norms folded.
 
     Example:
         >>> model = keras_regnet.RegNetX002(weights=None, input_shape=(32, 32, 3))
@@ -38,59 +62,100 @@ def pair_convolutions_with_batch_norms(model: keras.Model) -> int:
     """
     from keras_regnet import folding
 
-    plan = folding.plan_of(model)
+    graph = folding.graph_of(model)
+    plan = folding.plan_of(model, graph)
+    layers = {layer.name: layer for layer in model.layers}
     paired = 0
     for conv_name, bn_name in plan.convs.items():
-        conv, bn = model.get_layer(conv_name), model.get_layer(bn_name)
-        # Our FusedBatchNorm (it alone passes a folded tensor through); a conv of our layers
-        # consults the table, Keras's own never does.
-        if hasattr(bn, "_torch_fusable") and not conv.use_bias:
-            _PAIRS[conv] = (weakref.ref(model), weakref.ref(bn), {})
-            paired += 1
+        conv, bn = layers[conv_name], layers[bn_name]
+        # Our layers only: a conv of ours consults the table, our batch norm, ReLU and padding
+        # pass a fused tensor through (recognised by what they can do: no import cycle).
+        if not hasattr(bn, "_torch_fusable") or conv.use_bias:
+            continue
+        fusion = _Fusion(weakref.ref(model), batch_norm=weakref.ref(bn))
+        relu = layers.get(graph.only_reader(bn_name) or "")
+        if isinstance(relu, keras.layers.ReLU) and getattr(relu, "fusible_into_conv", False):
+            fusion.relu = weakref.ref(relu)
+        source = graph.sources[conv_name]
+        padding = layers.get(source[0]) if len(source) == 1 else None
+        if (isinstance(padding, keras.layers.ZeroPadding2D) and getattr(padding, "fusible_into_conv", False)
+                and graph.only_reader(padding.name) == conv_name
+                and conv.padding == "valid" and padding.data_format == conv.data_format):
+            fusion.padding = weakref.ref(padding)
+            _PADDINGS[padding] = fusion
+        _FUSIONS[conv] = fusion
+        paired += 1
     return paired
 
 
-def folded_kernel_and_bias(conv: keras.layers.Conv2D, kernel, inputs):
-    """(kernel, bias, batch norm) to convolve with instead of ``kernel`` now, or None."""
-    pair = _PAIRS.get(conv)
-    if pair is None:
-        return None
+def _fusing_now(model_ref: weakref.ref) -> bool:
+    """Whether the model a fusion belongs to is being called, in inference, outside autograd."""
     import torch
 
-    owner, bn, cache = pair[0](), pair[1](), pair[2]
-    if torch.is_grad_enabled() or torch.compiler.is_compiling() or owner is None or bn is None:
-        return None
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or model_ref() is None:
+        return False
     context = _call_context()
-    if context is None or context.entry_layer is not owner or context.get_value("training"):
+    return context is not None and context.entry_layer is model_ref() and not context.get_value("training")
+
+
+def deferred_padding(layer: keras.layers.ZeroPadding2D, inputs) -> Any | None:
+    """``inputs`` marked for the conv ``layer`` feeds to pad, if it fuses now; else None."""
+    fusion = _PADDINGS.get(layer)
+    if fusion is None or not _fusing_now(fusion.model):
         return None
-    if not bn._torch_fusable(inputs, False, None):
+    outputs = inputs.view_as(inputs)  # a tensor of its own to mark: the input may have other readers
+    mark_fused(outputs, layer)
+    return outputs
+
+
+def conv_fusion(conv: keras.layers.Conv2D, kernel, inputs) -> dict | None:
+    """How ``conv`` convolves ``inputs`` now, fused: ``kernel``, ``bias``, ``padding`` (rows,
+    cols) or None, ``relu`` (a post-op), ``fused`` (the layers its output stands for); or None."""
+    fusion = _FUSIONS.get(conv)
+    if fusion is None:
         return None
+    padding = fusion.padding() if fusion.padding is not None else None
+    pad = tuple(p[0] for p in padding.padding) if padding is not None and fused_for(inputs, padding) else None
+    bn = fusion.batch_norm()
+    if bn is None or not _fusing_now(fusion.model) or not bn._torch_fusable(inputs, False, None):
+        return None if pad is None else {"kernel": kernel, "bias": None, "padding": pad, "relu": False,
+                                         "fused": ()}
+    relu = fusion.relu() if fusion.relu is not None else None
+    kernel, bias = _folded(fusion.cache, kernel, bn)
+    return {"kernel": kernel, "bias": bias, "padding": pad, "relu": relu is not None,
+            "fused": (bn,) if relu is None else (bn, relu)}
+
+
+def _folded(cache: dict, kernel, bn):
+    """The kernel with ``bn`` folded in, and its bias; refolded only after a variable changed."""
+    import torch
+
     sources = [keras.ops.convert_to_tensor(v) for v in
                (kernel, bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)]
     key = [(id(t), t._version) for t in sources]
-    if cache.get("key") != key:  # refolded only after a variable changed
+    if cache.get("key") != key:
         from keras_regnet.folding import fold_into_conv
 
         folded = fold_into_conv([keras.ops.convert_to_numpy(kernel)], bn)
         device = sources[0].device
         cache.update(key=key, sources=sources, kernel=torch.as_tensor(folded[0], device=device),
                      bias=torch.as_tensor(folded[1], device=device))
-    return cache["kernel"], cache["bias"], bn
+    return cache["kernel"], cache["bias"]
 
 
-def mark_folded(outputs, bn) -> None:
-    """Tells ``bn`` that ``outputs`` already holds its normalisation."""
-    setattr(outputs, _MARK, bn)
+def mark_fused(tensor, *layers: keras.layers.Layer) -> None:
+    """Tells ``layers`` that ``tensor`` already holds their work."""
+    setattr(tensor, _MARK, layers)
 
 
-def folded_for(inputs, bn) -> bool:
-    """Whether ``inputs`` came from the conv that folded ``bn`` in."""
-    return getattr(inputs, _MARK, None) is bn
+def fused_for(inputs, layer: keras.layers.Layer) -> bool:
+    """Whether ``inputs`` already holds ``layer``'s work (it passes them through)."""
+    return any(fused is layer for fused in getattr(inputs, _MARK, ()))
 
 
 def _call_context():
     """Keras's current call context (its entry layer: the outermost layer being called), or None
-    where this Keras has none: then nothing folds."""
+    where this Keras has none: then nothing fuses."""
     try:
         from keras.src.backend.common import global_state
     except ImportError:

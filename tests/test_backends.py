@@ -109,7 +109,7 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
                "Keras's kernels drawn on the host: the JAX backend only",
                "PyTorch's fused batch norm: the PyTorch backend only",
                "PyTorch's kernel cache: the PyTorch backend only",
-               "PyTorch's folded inference: the PyTorch backend only")
+               "PyTorch's fused inference: the PyTorch backend only")
     skipped = {t: m for t, (o, m) in outcomes.items() if o == "skipped" and not m.startswith(allowed)}
     assert not skipped, (backend, skipped)
 
@@ -127,4 +127,4 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
     assert passed(r"test_data_parallel_train_step|test_jax_conv_kernels") == jax_only, backend
     assert passed(r"test_torch_fused_batch_norm") == (6 if backend == "torch" else 0), backend
     assert passed(r"test_torch_kernel_cache") == (3 if backend == "torch" else 0), backend
-    assert passed(r"test_torch_inference_folds") == (2 if backend == "torch" else 0), backend
+    assert passed(r"test_torch_inference_fuses") == (2 if backend == "torch" else 0), backend

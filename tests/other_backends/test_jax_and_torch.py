@@ -187,31 +187,38 @@ def test_torch_kernel_cache_never_takes_a_new_tensor_at_the_same_address_for_the
     np.testing.assert_allclose(second.numpy(), expected.numpy(), rtol=0, atol=1e-6)
 
 
-@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's folded inference: the PyTorch backend only")
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's fused inference: the PyTorch backend only")
 @pytest.mark.parametrize("name", smallest_per_family())
-def test_torch_inference_folds_every_batch_norm_and_only_where_exact(name, monkeypatch):
-    """A built model's predict folds each batch norm into its conv (one marked conv output per
-    batch norm) with the logits of the unfolded computation (a call in autograd, where nothing
-    folds); a model built on an inner conv's output gets that conv's raw output; training
-    normalises with batch statistics and moves the moving averages (a batch norm handed a folded
-    conv output in training raises)."""
+def test_torch_inference_fuses_every_batch_norm_relu_and_padding_and_only_where_exact(name, monkeypatch):
+    """A built model's predict folds each batch norm into its conv, runs each ReLU after one as
+    the conv's post-op and each zero padding inside the conv after it (each layer named once by
+    a fused conv), with the logits of the unfused computation (a call in autograd, where nothing
+    fuses); a model built on an inner conv's output gets that conv's raw output; training
+    normalises with batch statistics and moves the moving averages (a batch norm handed a
+    folded conv output in training raises)."""
     import torch
 
     from keras_regnet import torch_inference
-    from keras_regnet.layers import FusedBatchNorm
+    from keras_regnet.layers import FusedBatchNorm, FusibleReLU, FusibleZeroPadding2D
 
-    folded = []
-    mark = torch_inference.mark_folded
-    monkeypatch.setattr(torch_inference, "mark_folded",
-                        lambda outputs, bn: (folded.append(bn.name), mark(outputs, bn)))
+    fused = []
+    mark = torch_inference.mark_fused
+    monkeypatch.setattr(torch_inference, "mark_fused", lambda tensor, *layers: (
+        fused.extend(layer.name for layer in layers), mark(tensor, *layers)))
     model = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
     set_deterministic_weights(model)  # batch-norm statistics that are not the identity
     images = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     got = model.predict_on_batch(images)
-    batch_norms = sorted(layer.name for layer in model.layers if isinstance(layer, FusedBatchNorm))
-    assert sorted(folded) == batch_norms
-    expected = keras.ops.convert_to_numpy(model(images, training=False))  # autograd on: unfolded
-    assert len(folded) == len(batch_norms)
+
+    def named(kind):
+        return sorted(layer.name for layer in model.layers if isinstance(layer, kind))
+
+    batch_norms, relus, paddings = named(FusedBatchNorm), named(FusibleReLU), named(FusibleZeroPadding2D)
+    assert relus and paddings
+    assert all(n == "stem_relu" or n.endswith(("_conv1_relu", "_conv2_relu")) for n in relus)
+    assert sorted(fused) == sorted(batch_norms + relus + paddings)
+    expected = keras.ops.convert_to_numpy(model(images, training=False))  # autograd on: unfused
+    assert len(fused) == len(batch_norms + relus + paddings)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * float(np.max(np.abs(expected))))
 
     conv = model.get_layer(next(n for n in batch_norms if n.endswith("_conv1_bn")).removesuffix("_bn"))
@@ -219,7 +226,7 @@ def test_torch_inference_folds_every_batch_norm_and_only_where_exact(name, monke
     with torch.no_grad():
         raw = keras.ops.convert_to_numpy(inner(images, training=False))
     np.testing.assert_allclose(inner.predict_on_batch(images), raw, rtol=1e-6, atol=1e-6)
-    assert len(folded) == len(batch_norms)  # the inner model folded nothing
+    assert len(fused) == len(batch_norms + relus + paddings)  # the inner model fused nothing
 
     bn = model.get_layer(batch_norms[0])
     before = keras.ops.convert_to_numpy(bn.moving_mean)
