@@ -504,12 +504,12 @@ def _bn(name: str, dtype=None) -> keras.layers.Layer:
 
 @keras.saving.register_keras_serializable(package="keras_regnet")
 class FusibleReLU(keras.layers.ReLU):
-    """``keras.layers.ReLU`` that the convolution before it may compute, on PyTorch at inference.
+    """``keras.layers.ReLU`` that the layer before it may compute, on PyTorch at inference.
 
     While a model of our builders infers on PyTorch, a conv -> batch norm -> ReLU runs as one
-    oneDNN convolution with the batch norm folded in and the ReLU as its post-op
-    (:mod:`keras_regnet.torch_inference`); this layer then hands that output on. Everywhere
-    else it is Keras's ReLU.
+    oneDNN convolution with the batch norm folded in and the ReLU as its post-op, and a
+    residual add with the ReLU after it as one pass (:mod:`keras_regnet.torch_inference`); this
+    layer then hands that output on. Everywhere else it is Keras's ReLU.
 
     Example:
         >>> [float(v) for v in FusibleReLU()(np.array([-1.0, 2.0], "float32"))]
@@ -525,6 +525,24 @@ class FusibleReLU(keras.layers.ReLU):
         if torch_inference.fused_for(inputs, self):
             return inputs
         return super().call(inputs)
+
+
+@keras.saving.register_keras_serializable(package="keras_regnet")
+class FusibleAdd(keras.layers.Add):
+    """``keras.layers.Add`` that, on PyTorch at inference, also computes the ReLU after it (one
+    pass over the activations instead of two; :mod:`keras_regnet.torch_inference`). Everywhere
+    else it is Keras's layer.
+
+    Example:
+        >>> [float(v) for v in FusibleAdd()([np.array([1.0, -3.0], "float32"), np.ones(2, "float32")])]
+        [2.0, -2.0]
+    """
+
+    fusible_with_relu = True
+
+    def call(self, inputs):
+        fused = torch_inference.add_with_relu(self, inputs)
+        return super().call(inputs) if fused is None else fused
 
 
 @keras.saving.register_keras_serializable(package="keras_regnet")
@@ -596,5 +614,5 @@ def bottleneck_block(x, block: Block, dtype=None):
     y = _conv(block.out_width, 1, f"{p}_conv3", dtype=dtype)(y)
     y = _bn(f"{p}_conv3_bn", dtype)(y)
 
-    y = keras.layers.Add(dtype=dtype, name=f"{p}_add")([shortcut, y])
-    return keras.layers.ReLU(dtype=dtype, name=f"{p}_out")(y)
+    y = FusibleAdd(dtype=dtype, name=f"{p}_add")([shortcut, y])
+    return FusibleReLU(dtype=dtype, name=f"{p}_out")(y)

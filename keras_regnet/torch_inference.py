@@ -12,7 +12,9 @@ padding (fill + copy) 5%. Here, around a conv of ours:
   plus ``beta - mean x scale`` (``scale = gamma / sqrt(var + eps)``), and the batch norm passes
   its input through;
 - the ReLU that alone reads that batch norm is a oneDNN post-op of the same convolution
-  (``mkldnn::_convolution_pointwise``, PyTorch's fused CPU kernel), and passes its input through.
+  (``mkldnn::_convolution_pointwise``, PyTorch's fused CPU kernel), and passes its input through;
+- a residual ``Add`` that a ReLU alone reads adds and rectifies in one pass (``aten::_add_relu``),
+  and that ReLU passes its input through.
 
 Only where that is exact: :func:`pair_convolutions_with_batch_norms` marks the patterns
 :mod:`keras_regnet.folding` would fold (each layer the next one's only reader, none shared), for
@@ -49,6 +51,7 @@ class _Fusion:
 # the batch norm under the conv.
 _FUSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # conv -> _Fusion
 _PADDINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # padding -> its conv's _Fusion
+_ADDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # add -> (model, the ReLU after it)
 
 
 def pair_convolutions_with_batch_norms(model: keras.Model) -> int:
@@ -65,6 +68,11 @@ def pair_convolutions_with_batch_norms(model: keras.Model) -> int:
     graph = folding.graph_of(model)
     plan = folding.plan_of(model, graph)
     layers = {layer.name: layer for layer in model.layers}
+    for name, add in layers.items():
+        relu = layers.get(graph.only_reader(name) or "")
+        if (getattr(add, "fusible_with_relu", False) and graph.calls[name] == 1
+                and len(graph.sources[name]) == 2 and _plain_relu(relu)):
+            _ADDS[add] = (weakref.ref(model), weakref.ref(relu))
     paired = 0
     for conv_name, bn_name in plan.convs.items():
         conv, bn = layers[conv_name], layers[bn_name]
@@ -74,7 +82,7 @@ def pair_convolutions_with_batch_norms(model: keras.Model) -> int:
             continue
         fusion = _Fusion(weakref.ref(model), batch_norm=weakref.ref(bn))
         relu = layers.get(graph.only_reader(bn_name) or "")
-        if isinstance(relu, keras.layers.ReLU) and getattr(relu, "fusible_into_conv", False):
+        if _plain_relu(relu):
             fusion.relu = weakref.ref(relu)
         source = graph.sources[conv_name]
         padding = layers.get(source[0]) if len(source) == 1 else None
@@ -86,6 +94,11 @@ def pair_convolutions_with_batch_norms(model: keras.Model) -> int:
         _FUSIONS[conv] = fusion
         paired += 1
     return paired
+
+
+def _plain_relu(layer) -> bool:
+    """One of our ReLUs, without slope, cap or threshold: what a fused kernel's ReLU computes."""
+    return isinstance(layer, keras.layers.ReLU) and getattr(layer, "fusible_into_conv", False)
 
 
 def _fusing_now(model_ref: weakref.ref) -> bool:
@@ -105,6 +118,22 @@ def deferred_padding(layer: keras.layers.ZeroPadding2D, inputs) -> Any | None:
         return None
     outputs = inputs.view_as(inputs)  # a tensor of its own to mark: the input may have other readers
     mark_fused(outputs, layer)
+    return outputs
+
+
+def add_with_relu(layer: keras.layers.Add, inputs: list) -> Any | None:
+    """``relu(a + b)`` in one pass, marked for the ReLU after ``layer``, if it fuses now; else None."""
+    pair = _ADDS.get(layer)
+    if pair is None or not _fusing_now(pair[0]) or len(inputs) != 2:
+        return None
+    import torch
+
+    a, b = inputs
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+            and a.dtype == b.dtype == torch.float32 and a.device.type == b.device.type == "cpu"):
+        return None
+    outputs = torch.ops.aten._add_relu(a, b)
+    mark_fused(outputs, pair[1]())
     return outputs
 
 

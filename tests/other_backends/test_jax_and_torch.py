@@ -189,17 +189,18 @@ def test_torch_kernel_cache_never_takes_a_new_tensor_at_the_same_address_for_the
 
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's fused inference: the PyTorch backend only")
 @pytest.mark.parametrize("name", smallest_per_family())
-def test_torch_inference_fuses_every_batch_norm_relu_and_padding_and_only_where_exact(name, monkeypatch):
+def test_torch_inference_fuses_every_batch_norm_relu_padding_and_add_and_only_where_exact(name, monkeypatch):
     """A built model's predict folds each batch norm into its conv, runs each ReLU after one as
-    the conv's post-op and each zero padding inside the conv after it (each layer named once by
-    a fused conv), with the logits of the unfused computation (a call in autograd, where nothing
-    fuses); a model built on an inner conv's output gets that conv's raw output; training
+    the conv's post-op, each zero padding inside the conv after it and each residual add with
+    its ReLU (each of those layers named once by a fused tensor), with the logits of the
+    unfused computation (a call in autograd, where nothing fuses); a model built on an inner
+    conv's output gets that conv's raw output; training
     normalises with batch statistics and moves the moving averages (a batch norm handed a
     folded conv output in training raises)."""
     import torch
 
     from keras_regnet import torch_inference
-    from keras_regnet.layers import FusedBatchNorm, FusibleReLU, FusibleZeroPadding2D
+    from keras_regnet.layers import FusedBatchNorm, FusibleAdd, FusibleReLU, FusibleZeroPadding2D
 
     fused = []
     mark = torch_inference.mark_fused
@@ -214,8 +215,8 @@ def test_torch_inference_fuses_every_batch_norm_relu_and_padding_and_only_where_
         return sorted(layer.name for layer in model.layers if isinstance(layer, kind))
 
     batch_norms, relus, paddings = named(FusedBatchNorm), named(FusibleReLU), named(FusibleZeroPadding2D)
-    assert relus and paddings
-    assert all(n == "stem_relu" or n.endswith(("_conv1_relu", "_conv2_relu")) for n in relus)
+    # every ReLU: after a batch norm (stem, conv1, conv2) or after a block's residual add
+    assert len(relus) == 1 + 3 * len(named(FusibleAdd)) and paddings
     assert sorted(fused) == sorted(batch_norms + relus + paddings)
     expected = keras.ops.convert_to_numpy(model(images, training=False))  # autograd on: unfused
     assert len(fused) == len(batch_norms + relus + paddings)
