@@ -102,6 +102,7 @@ if _keras_installed and not _started_as_the_cli():
     _load_keras_parts()
 
 __all__ = ["AnyNetSpec", "RegNetSpec", "complexity", "get_spec", "list_models", "RegNet",
-           "DenseConv2D", "FusedBatchNorm", "GroupedConv2D", "PointwiseConv2D",
+           "DenseConv2D", "FusedBatchNorm", "FusibleAdd", "FusibleReLU", "FusibleZeroPadding2D",
+           "GroupedConv2D", "PointwiseConv2D",
            "feature_pyramid", "fold_batch_norms", "decode_predictions",
            "preprocess_input", "list_weights", *VARIANTS]

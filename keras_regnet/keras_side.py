@@ -43,7 +43,15 @@ def load() -> dict[str, object]:
     )
     from keras_regnet.applications import RegNet  # noqa: F401
     from keras_regnet.folding import fold_batch_norms  # noqa: F401
-    from keras_regnet.layers import DenseConv2D, FusedBatchNorm, GroupedConv2D, PointwiseConv2D  # noqa: F401
+    from keras_regnet.layers import (  # noqa: F401
+        DenseConv2D,
+        FusedBatchNorm,
+        FusibleAdd,
+        FusibleReLU,
+        FusibleZeroPadding2D,
+        GroupedConv2D,
+        PointwiseConv2D,
+    )
     from keras_regnet.model import feature_pyramid  # noqa: F401
     from keras_regnet.preprocessing import decode_predictions, preprocess_input  # noqa: F401
     from keras_regnet.weight_table import list_weights  # noqa: F401
