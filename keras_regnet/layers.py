@@ -517,8 +517,8 @@ class FusibleReLU(keras.layers.ReLU):
     """
 
     @property
-    def fusible_into_conv(self) -> bool:
-        """A plain ReLU (no slope, cap or threshold): what a conv's ReLU post-op computes."""
+    def computes_plain_relu(self) -> bool:
+        """No slope, cap or threshold: what a fused kernel's ReLU computes."""
         return not self.negative_slope and self.max_value is None and not self.threshold
 
     def call(self, inputs):

@@ -14,7 +14,7 @@ import keras
 from keras_regnet import layers as regnet_layers
 from keras_regnet.design.spec import AnyNetSpec, RegNetSpec
 from keras_regnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from keras_regnet.torch_inference import pair_convolutions_with_batch_norms
+from keras_regnet.torch_inference import mark_fusions
 from keras_regnet.variants import get_variant
 
 MIN_SIZE = 32  # five stride-2 stages
@@ -161,7 +161,7 @@ def build(spec: str | RegNetSpec | AnyNetSpec, include_top: bool = True,
     model = keras.Model(model_inputs, x, name=name or (variant or "regnet").lower())
     model.pyramid_outputs = pyramid
     if keras.backend.backend() == "torch":
-        pair_convolutions_with_batch_norms(model)  # batch norms folded while it infers (torch_inference.py)
+        mark_fusions(model)  # conv, batch norm, ReLU ... fused while it infers (torch_inference.py)
     return model
 
 

@@ -16,7 +16,7 @@ padding (fill + copy) 5%. Here, around a conv of ours:
 - a residual ``Add`` that a ReLU alone reads adds and rectifies in one pass (``aten::_add_relu``),
   and that ReLU passes its input through.
 
-Only where that is exact: :func:`pair_convolutions_with_batch_norms` marks the patterns
+Only where that is exact: :func:`mark_fusions` marks the patterns
 :mod:`keras_regnet.folding` would fold (each layer the next one's only reader, none shared), for
 one model, the one our builders return. They fuse only while that model itself is the layer
 being called (Keras's call context), in inference, outside autograd and ``torch.compile``; a
@@ -54,51 +54,55 @@ _PADDINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # padding ->
 _ADDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # add -> (model, the ReLU after it)
 
 
-def pair_convolutions_with_batch_norms(model: keras.Model) -> int:
-    """Marks ``model``'s convs to fuse with their neighbours for PyTorch inference; the number
-    of batch norms folded.
+def mark_fusions(model: keras.Model) -> int:
+    """Marks what ``model``'s layers may fuse while it infers on PyTorch; the number of batch
+    norms it folds.
 
     Example:
         >>> model = keras_regnet.RegNetX002(weights=None, input_shape=(32, 32, 3))
-        >>> pair_convolutions_with_batch_norms(model) > 0
+        >>> mark_fusions(model) > 0
         True
     """
     from keras_regnet import folding
 
     graph = folding.graph_of(model)
-    plan = folding.plan_of(model, graph)
     layers = {layer.name: layer for layer in model.layers}
     for name, add in layers.items():
         relu = layers.get(graph.only_reader(name) or "")
         if (getattr(add, "fusible_with_relu", False) and graph.calls[name] == 1
                 and len(graph.sources[name]) == 2 and _plain_relu(relu)):
             _ADDS[add] = (weakref.ref(model), weakref.ref(relu))
-    paired = 0
-    for conv_name, bn_name in plan.convs.items():
+    folded = 0
+    for conv_name, bn_name in folding.plan_of(model, graph).convs.items():
         conv, bn = layers[conv_name], layers[bn_name]
-        # Our layers only: a conv of ours consults the table, our batch norm, ReLU and padding
-        # pass a fused tensor through (recognised by what they can do: no import cycle).
-        if not hasattr(bn, "_torch_fusable") or conv.use_bias:
-            continue
-        fusion = _Fusion(weakref.ref(model), batch_norm=weakref.ref(bn))
-        relu = layers.get(graph.only_reader(bn_name) or "")
-        if _plain_relu(relu):
-            fusion.relu = weakref.ref(relu)
-        source = graph.sources[conv_name]
-        padding = layers.get(source[0]) if len(source) == 1 else None
-        if (isinstance(padding, keras.layers.ZeroPadding2D) and getattr(padding, "fusible_into_conv", False)
-                and graph.only_reader(padding.name) == conv_name
-                and conv.padding == "valid" and padding.data_format == conv.data_format):
-            fusion.padding = weakref.ref(padding)
-            _PADDINGS[padding] = fusion
-        _FUSIONS[conv] = fusion
-        paired += 1
-    return paired
+        # Our layers only: a conv of ours consults the table, our batch norm passes a fused
+        # tensor through (recognised by what it can do: no import cycle).
+        if hasattr(bn, "_torch_fusable") and not conv.use_bias:
+            _FUSIONS[conv] = _conv_fusion_of(model, graph, layers, conv, bn)
+            folded += 1
+    return folded
+
+
+def _conv_fusion_of(model, graph, layers: dict, conv, bn) -> _Fusion:
+    """The batch norm ``conv`` folds, the ReLU that alone reads that batch norm, and the
+    symmetric padding that alone feeds ``conv`` (registered in ``_PADDINGS``)."""
+    fusion = _Fusion(weakref.ref(model), batch_norm=weakref.ref(bn))
+    relu = layers.get(graph.only_reader(bn.name) or "")
+    if _plain_relu(relu):
+        fusion.relu = weakref.ref(relu)
+    sources = graph.sources[conv.name]
+    padding = layers.get(sources[0]) if len(sources) == 1 else None
+    if (isinstance(padding, keras.layers.ZeroPadding2D) and getattr(padding, "fusible_into_conv", False)
+            and graph.only_reader(padding.name) == conv.name
+            and conv.padding == "valid" and padding.data_format == conv.data_format):
+        fusion.padding = weakref.ref(padding)
+        _PADDINGS[padding] = fusion
+    return fusion
 
 
 def _plain_relu(layer) -> bool:
     """One of our ReLUs, without slope, cap or threshold: what a fused kernel's ReLU computes."""
-    return isinstance(layer, keras.layers.ReLU) and getattr(layer, "fusible_into_conv", False)
+    return isinstance(layer, keras.layers.ReLU) and getattr(layer, "computes_plain_relu", False)
 
 
 def _fusing_now(model_ref: weakref.ref) -> bool:
