@@ -28,6 +28,7 @@ passes through only a tensor that names it. The folded kernel is kept until a va
 from __future__ import annotations
 
 import dataclasses
+import functools
 import weakref
 from typing import Any
 
@@ -136,9 +137,17 @@ def add_with_relu(layer: keras.layers.Add, inputs: list) -> Any | None:
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
             and a.dtype == b.dtype == torch.float32 and a.device.type == b.device.type == "cpu"):
         return None
-    outputs = torch.ops.aten._add_relu(a, b)
+    # PyTorch's fused CPU kernel (internal: a release without it gets the two passes, in place)
+    outputs = torch.ops.aten._add_relu(a, b) if _has_add_relu() else torch.relu_(torch.add(a, b))
     mark_fused(outputs, pair[1]())
     return outputs
+
+
+@functools.cache
+def _has_add_relu() -> bool:
+    import torch
+
+    return hasattr(torch.ops.aten, "_add_relu")
 
 
 def conv_fusion(conv: keras.layers.Conv2D, kernel, inputs) -> dict | None:
