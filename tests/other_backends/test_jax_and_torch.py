@@ -221,13 +221,21 @@ def test_torch_inference_fuses_every_batch_norm_relu_padding_and_add_and_only_wh
     expected = keras.ops.convert_to_numpy(model(images, training=False))  # autograd on: unfused
     assert len(fused) == len(batch_norms + relus + paddings)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * float(np.max(np.abs(expected))))
+    # A PyTorch without its fused kernels: the same layers fuse, as plain ops in place.
+    from keras_regnet import conv_ops
+
+    monkeypatch.setattr(torch_inference, "_has_add_relu", lambda: False)
+    monkeypatch.setattr(conv_ops, "_torch_has_fused_conv", lambda: False)
+    np.testing.assert_allclose(model.predict_on_batch(images), expected, rtol=0,
+                               atol=1e-5 * float(np.max(np.abs(expected))))
+    assert len(fused) == 2 * len(batch_norms + relus + paddings)
 
     conv = model.get_layer(next(n for n in batch_norms if n.endswith("_conv1_bn")).removesuffix("_bn"))
     inner = keras.Model(model.inputs, conv.output)
     with torch.no_grad():
         raw = keras.ops.convert_to_numpy(inner(images, training=False))
     np.testing.assert_allclose(inner.predict_on_batch(images), raw, rtol=1e-6, atol=1e-6)
-    assert len(fused) == len(batch_norms + relus + paddings)  # the inner model fused nothing
+    assert len(fused) == 2 * len(batch_norms + relus + paddings)  # the inner model fused nothing
 
     bn = model.get_layer(batch_norms[0])
     before = keras.ops.convert_to_numpy(bn.moving_mean)
