@@ -167,14 +167,16 @@ def _fused_relu_kernel(x, weights) -> bool:
     import torch
 
     return (not torch.is_grad_enabled() and x.device.type == "cpu"
-            and x.dtype == weights.dtype == torch.float32 and _torch_has_fused_conv())
+            and x.dtype == weights.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and torch_has_op("mkldnn", "_convolution_pointwise"))
 
 
 @functools.cache
-def _torch_has_fused_conv() -> bool:
+def torch_has_op(namespace: str, name: str) -> bool:
+    """Whether this PyTorch has the (internal) operator ``torch.ops.<namespace>.<name>``."""
     import torch
 
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    return hasattr(getattr(torch.ops, namespace), name)
 
 
 def _oihw_kernel(kernel, data_format: str, cache: dict | None):

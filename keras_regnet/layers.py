@@ -229,12 +229,12 @@ def _jax_or_torch_convolution(layer: keras.layers.Conv2D, inputs, kernel):
             return conv_ops.torch_conv(inputs, kernel, layer.groups, layer.strides, layer.padding,
                                        layer.dilation_rate, layer.data_format, layer._torch_kernel_cache)
         cache = layer._torch_kernel_cache
-        if fusion["fused"]:  # the folded kernel: cached apart from the layer's own
+        if fusion.fused:  # the folded kernel: cached apart from the layer's own
             cache = cache.setdefault("fused", {})
-        outputs = conv_ops.torch_conv(inputs, fusion["kernel"], layer.groups, layer.strides,
-                                      fusion["padding"] or layer.padding, layer.dilation_rate,
-                                      layer.data_format, cache, bias=fusion["bias"], relu=fusion["relu"])
-        torch_inference.mark_fused(outputs, *fusion["fused"])
+        outputs = conv_ops.torch_conv(inputs, fusion.kernel, layer.groups, layer.strides,
+                                      fusion.padding or layer.padding, layer.dilation_rate,
+                                      layer.data_format, cache, bias=fusion.bias, relu=fusion.relu)
+        torch_inference.mark_fused(outputs, *fusion.fused)
         return outputs
     return None
 

@@ -28,11 +28,12 @@ passes through only a tensor that names it. The folded kernel is kept until a va
 from __future__ import annotations
 
 import dataclasses
-import functools
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
+
+from keras_regnet import conv_ops
 
 _MARK = "_keras_regnet_fused_into"  # on a tensor: the layers whose work it already holds
 
@@ -138,21 +139,30 @@ def add_with_relu(layer: keras.layers.Add, inputs: list) -> Any | None:
             and a.dtype == b.dtype == torch.float32 and a.device.type == b.device.type == "cpu"):
         return None
     # PyTorch's fused CPU kernel (internal: a release without it gets the two passes, in place)
-    outputs = torch.ops.aten._add_relu(a, b) if _has_add_relu() else torch.relu_(torch.add(a, b))
+    if conv_ops.torch_has_op("aten", "_add_relu"):
+        outputs = torch.ops.aten._add_relu(a, b)
+    else:
+        outputs = torch.relu_(torch.add(a, b))
     mark_fused(outputs, pair[1]())
     return outputs
 
 
-@functools.cache
-def _has_add_relu() -> bool:
-    import torch
+class ConvCall(NamedTuple):
+    """How a conv convolves now, fused with its neighbours."""
 
-    return hasattr(torch.ops.aten, "_add_relu")
+    kernel: Any
+    bias: Any  # None: no bias
+    padding: tuple[int, int] | None  # zeros on each side (rows, cols), or None: the layer's own
+    fused: tuple  # the layers after the conv whose work its output holds: its batch norm[, ReLU]
+
+    @property
+    def relu(self) -> bool:
+        """Whether the conv applies the ReLU (a post-op)."""
+        return len(self.fused) == 2
 
 
-def conv_fusion(conv: keras.layers.Conv2D, kernel, inputs) -> dict | None:
-    """How ``conv`` convolves ``inputs`` now, fused: ``kernel``, ``bias``, ``padding`` (rows,
-    cols) or None, ``relu`` (a post-op), ``fused`` (the layers its output stands for); or None."""
+def conv_fusion(conv: keras.layers.Conv2D, kernel, inputs) -> ConvCall | None:
+    """How ``conv`` convolves ``inputs`` now, fused; None: as it is."""
     fusion = _FUSIONS.get(conv)
     if fusion is None:
         return None
@@ -160,12 +170,10 @@ def conv_fusion(conv: keras.layers.Conv2D, kernel, inputs) -> dict | None:
     pad = tuple(p[0] for p in padding.padding) if padding is not None and fused_for(inputs, padding) else None
     bn = fusion.batch_norm()
     if bn is None or not _fusing_now(fusion.model) or not bn._torch_fusable(inputs, False, None):
-        return None if pad is None else {"kernel": kernel, "bias": None, "padding": pad, "relu": False,
-                                         "fused": ()}
+        return None if pad is None else ConvCall(kernel, None, pad, ())
     relu = fusion.relu() if fusion.relu is not None else None
     kernel, bias = _folded(fusion.cache, kernel, bn)
-    return {"kernel": kernel, "bias": bias, "padding": pad, "relu": relu is not None,
-            "fused": (bn,) if relu is None else (bn, relu)}
+    return ConvCall(kernel, bias, pad, (bn,) if relu is None else (bn, relu))
 
 
 def _folded(cache: dict, kernel, bn):
