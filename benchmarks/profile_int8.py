@@ -1,4 +1,4 @@
-"""Where the int8 files' time goes: float32 against int8 per layer role, in ONNX Runtime and OpenVINO.
+"""Where the int8 files' time goes: float32 against int8 per layer role, in ONNX Runtime, OpenVINO and LiteRT.
 
 bench_deploy.py says how much faster each int8 file is; this says why, from each runtime's own
 profiler: the kernel time of every node, grouped by the role of the layer it computes (the
@@ -12,6 +12,14 @@ runtimes read the same two ONNX files, the folded float32 one and the QDQ int8 o
 converts them as it loads them, as its int8 IR is made, except that the IR also subsamples
 before its strided 1x1 convs: keras_regnet.int8.subsample_strided_pointwise, measured as fast):
 its float IR written from Keras keeps no layer names.
+
+LiteRT has no per-node profiler in its Python API, and XNNPACK runs a whole graph as one
+delegated node; so for LiteRT each role's layers of the folded model (with the paddings and
+ReLUs they fuse) are converted as a graph of their own, every tensor they take from another
+role an input of its real shape, float32 and full-integer int8 (int8 inputs and outputs:
+no quantise or dequantise at the edges), and the two files are called alternately in one
+process. The whole files' call (one image at a time for int8: the full-integer file has a
+fixed batch of one) is timed the same way.
 
     python benchmarks/profile_int8.py --model RegNetX004
     python benchmarks/profile_int8.py --model RegNetY004 --runtimes openvino --batch 1 --steps 20
@@ -32,7 +40,7 @@ from timing_args import check_models  # same folder
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 THREADS = 2
 WARMUP = 2  # untimed calls before the profiled ones
-RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "litert": "LiteRT (XNNPACK)"}
 # Layer-name parts (keras_regnet's names survive every exporter) -> role, first match wins.
 ROLES = (("preprocessing", "input normalisation (x - mean)"), ("stem", "stem 3x3 conv"),
          ("_se_", "squeeze-excitation"), ("conv1", "1x1 conv (conv1)"),
@@ -95,9 +103,117 @@ def _openvino_profile(path: str, x, steps: int) -> dict:
     return {"wall": 1000 * wall / steps, "roles": dict(totals)}
 
 
+def write_litert_files(model_name: str, directory: str, batch: int, size: int) -> None:
+    """Each role's float32 and int8 LiteRT files and the whole model's, listed in
+    ``directory/litert.json`` ({role: [float32 file, int8 file]}, "whole": [...])."""
+    import bench_deploy
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_regnet
+    from keras_regnet import export
+    from keras_regnet.formats import quiet_converters
+
+    model = export.fold_for_inference(
+        keras_regnet.RegNet(model_name, weights=None, input_shape=(size, size, 3)))
+    by_role: dict[str, list] = collections.defaultdict(list)
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.InputLayer):
+            by_role[role(layer.name)].append(layer)
+    rng = np.random.default_rng(0)
+    listing = {}
+    for number, (label, members) in enumerate(by_role.items()):
+        graph = _role_graph(members, batch)
+        # Images (0-255) where the role reads the model's input, unit-scale activations elsewhere.
+        # Given by name: the converted file orders its inputs its own way.
+        samples = [{t.name: (rng.uniform(0, 255, t.shape) if t.shape[1:] == (size, size, 3)
+                             else rng.standard_normal(t.shape)).astype("float32") for t in graph.inputs}
+                   for _ in range(4)]
+        listing[label] = []
+        for kind in ("fp32", "int8"):
+            converter = tf.lite.TFLiteConverter.from_keras_model(graph)
+            if kind == "int8":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                converter.representative_dataset = lambda: iter(samples)  # noqa: B023 (used at once)
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                converter.inference_input_type = converter.inference_output_type = tf.int8
+            with quiet_converters():
+                flatbuffer = converter.convert()
+            path = os.path.join(directory, f"role{number}_{kind}.tflite")
+            pathlib.Path(path).write_bytes(flatbuffer)
+            listing[label].append(path)
+    whole = bench_deploy.export_all(model_name, directory, size, {"litert", "litert_int8"})
+    listing["whole"] = [whole["litert"], whole["litert_int8"]]
+    pathlib.Path(directory, "litert.json").write_text(json.dumps(listing))
+
+
+def _role_graph(members: list, batch: int):
+    """The layers ``members`` (in the model's order) as a Keras model of their own: each tensor
+    they take from a layer outside them becomes an input of the same shape (batch ``batch``),
+    and each tensor none of them reads an output."""
+    import keras
+
+    made: dict[int, object] = {}  # id(the model's tensor) -> the same tensor in this graph
+    inputs, read = [], set()
+    for layer in members:
+        given = layer.input if isinstance(layer.input, list) else [layer.input]
+        for tensor in given:
+            if id(tensor) not in made:
+                made[id(tensor)] = keras.Input(batch_shape=(batch, *tensor.shape[1:]),
+                                               name=f"in{len(inputs):03d}")
+                inputs.append(made[id(tensor)])
+            read.add(id(tensor))
+        args = [made[id(t)] for t in given]
+        made[id(layer.output)] = layer(args if isinstance(layer.input, list) else args[0])
+    return keras.Model(inputs, [made[id(layer.output)] for layer in members if id(layer.output) not in read])
+
+
+def _litert_profile(directory: str, batch: int, size: int, steps: int) -> dict:
+    """{"fp32": profile, "int8": profile} of the files write_litert_files listed, float32 and int8
+    called alternately (the order swapped every step), each a median over ``steps`` calls."""
+    import statistics
+
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.default_rng(0)
+    listing = json.loads(pathlib.Path(directory, "litert.json").read_text())
+
+    def call_of(path: str, whole: bool):
+        interpreter = Interpreter(model_path=path, num_threads=THREADS)
+        fixed = whole and path.endswith("_int8.tflite")  # batch 1 (bench_deploy runs it so too)
+        if whole and not fixed:
+            index = interpreter.get_input_details()[0]["index"]
+            interpreter.resize_tensor_input(index, (batch, size, size, 3))
+        interpreter.allocate_tensors()
+        for given in interpreter.get_input_details():
+            info = np.iinfo(given["dtype"]) if np.issubdtype(given["dtype"], np.integer) else None
+            values = (rng.integers(info.min, info.max, given["shape"], endpoint=True) if info
+                      else rng.uniform(0, 255, given["shape"]))
+            interpreter.set_tensor(given["index"], values.astype(given["dtype"]))
+        return (lambda: [interpreter.invoke() for _ in range(batch)]) if fixed else interpreter.invoke
+
+    calls = {label: [call_of(path, label == "whole") for path in paths] for label, paths in listing.items()}
+    times: dict = {label: ([], []) for label in calls}
+    for step in range(WARMUP + steps):
+        for label, pair in calls.items():
+            for kind in ((0, 1) if step % 2 else (1, 0)):
+                start = time.perf_counter()
+                pair[kind]()
+                if step >= WARMUP:
+                    times[label][kind].append(1000 * (time.perf_counter() - start))
+    return {kind: {"wall": statistics.median(times["whole"][k]),
+                   "roles": {label: statistics.median(t[k]) for label, t in times.items()
+                             if label != "whole"}}
+            for k, kind in enumerate(("fp32", "int8"))}
+
+
 def worker(runtime: str, path: str, batch: int, size: int, steps: int) -> dict:
     import numpy as np
 
+    if runtime == "litert":
+        return _litert_profile(path, batch, size, steps)
     x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
     return (_onnxruntime_profile if runtime == "onnxruntime" else _openvino_profile)(path, x, steps)
 
@@ -136,14 +252,23 @@ def main() -> None:
 
     (args.model,) = check_models(parser, [args.model])
     common = ["--batch", str(args.batch), "--size", str(args.size), "--steps", str(args.steps)]
+    profiles = {}
     with tempfile.TemporaryDirectory() as directory:
-        paths = bench_deploy.export_all(args.model, directory, args.size, {"onnx", "onnx_int8"})
-        profiles = {(r, kind): run_worker(["--worker", r, "--path", paths["onnx" + kind], *common],
-                                          script=__file__)
-                    for r in args.runtimes for kind in ("", "_int8")}
+        onnx_readers = [r for r in args.runtimes if r != "litert"]
+        if onnx_readers:
+            paths = bench_deploy.export_all(args.model, directory, args.size, {"onnx", "onnx_int8"})
+            profiles = {(r, kind): run_worker(["--worker", r, "--path", paths["onnx" + kind], *common],
+                                              script=__file__)
+                        for r in onnx_readers for kind in ("", "_int8")}
+        if "litert" in args.runtimes:
+            write_litert_files(args.model, directory, args.batch, args.size)
+            both = run_worker(["--worker", "litert", "--path", directory, *common], script=__file__)
+            profiles["litert", ""], profiles["litert", "_int8"] = both["fp32"], both["int8"]
     print(f"CPU: {cpu_model()} (int8 instructions: {bench_deploy.int8_instructions()}). {args.model}, "
           f"batch {args.batch}, {args.size}x{args.size}, {THREADS} threads; kernel time per call "
-          f"from each runtime's profiler, mean over {args.steps} calls after {WARMUP} untimed ones.\n")
+          f"from each runtime's profiler, mean over {args.steps} calls after {WARMUP} untimed ones"
+          + ("; LiteRT: each role's graph called alone, the median of as many calls"
+             if "litert" in args.runtimes else "") + ".\n")
     for r in args.runtimes:
         print(table(r, profiles[r, ""], profiles[r, "_int8"]) + "\n")
 

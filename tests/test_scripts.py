@@ -48,7 +48,10 @@ SMOKE = {
     "benchmarks/profile_ops.py": (["--model", "RegNetX002", "--batch", "2", "--steps", "1"], r"RegNetX002"),
     "benchmarks/profile_int8.py": (["--model", "RegNetX002", "--batch", "2", "--size", "32", "--steps", "1"],
                                    r"\| ONNX Runtime \| fp32 ms[\s\S]*\| 3x3 grouped conv \(conv2\) \| \d"
-                                   r"[\s\S]*\| OpenVINO \| fp32 ms[\s\S]*\| 1x1 conv \(conv1\) \| \d"),
+                                   r"[\s\S]*\| OpenVINO \| fp32 ms[\s\S]*\| 1x1 conv \(conv1\) \| \d"
+                                   r"[\s\S]*\| LiteRT \(XNNPACK\) \| fp32 ms"
+                                   r"[\s\S]*\| 3x3 grouped conv \(conv2\) \| \d"
+                                   r"[\s\S]*\| call, wall clock \(profiled\) \| \d"),
     "benchmarks/serve_gpu_check.py": (["RegNetX002", "--batch", "2", "--device", "cpu"], r'"max_difference"'),
 }
 # Environment beyond the suite's: over one CPU device Keras's JAX predict and train steps
