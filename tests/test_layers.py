@@ -154,6 +154,7 @@ def test_exported_regnet_graph_has_no_xla(tmp_path):
     assert not any(marker in graph for marker in XLA_MARKERS)
 
 
+@pytest.mark.slow  # two SavedModels written: 12-19 s
 @pytest.mark.tensorflow_only(TF_GRAPH)
 def test_grouped_conv_fuses_with_its_batch_norm_only_in_keras_step_functions(tmp_path):
     """Keras's predict graph (never saved) lets grappler fuse each grouped conv with its batch

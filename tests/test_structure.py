@@ -205,6 +205,7 @@ _SECOND_BUFFER_FAULTS = """
     """
 
 
+@pytest.mark.slow  # fresh processes
 @pytest.mark.skipif(sys.platform != "linux", reason="tunes glibc's malloc: Linux only")
 def test_import_keras_regnet_makes_a_freed_activation_sized_buffer_reusable():
     # A freed 64 MiB buffer (a RegNet activation at batch 32) must serve the next one without
@@ -238,6 +239,7 @@ _XLA_CALL_FAULTS = """
     """
 
 
+@pytest.mark.slow  # fresh processes
 @pytest.mark.skipif(sys.platform != "linux", reason="tunes glibc's malloc: Linux only")
 def test_import_keras_regnet_on_jax_reuses_xlas_temporary_buffers_between_calls():
     # XLA allocates a call's temporaries from its worker threads' arenas, which map large
@@ -272,6 +274,7 @@ _CONVOLUTION_KERNELS = """
     """
 
 
+@pytest.mark.slow  # fresh processes
 def test_import_keras_regnet_on_jax_runs_cpu_convolutions_on_eigen():
     from keras_regnet import xla_cpu
 
