@@ -105,7 +105,8 @@ def _openvino_profile(path: str, x, steps: int) -> dict:
 
 def write_litert_files(model_name: str, directory: str, batch: int, size: int) -> None:
     """Each role's float32 and int8 LiteRT files and the whole model's, listed in
-    ``directory/litert.json`` ({role: [float32 file, int8 file]}, "whole": [...])."""
+    ``directory/litert.json``: {"model": name, "roles": {role: [float32 file, int8 file]},
+    "whole": [float32 file, int8 file]}."""
     import bench_deploy
     import keras
     import numpy as np
@@ -122,7 +123,7 @@ def write_litert_files(model_name: str, directory: str, batch: int, size: int) -
         if not isinstance(layer, keras.layers.InputLayer):
             by_role[role(layer.name)].append(layer)
     rng = np.random.default_rng(0)
-    listing = {}
+    roles = {}
     for number, (label, members) in enumerate(by_role.items()):
         graph = _role_graph(members, batch)
         # Images (0-255) where the role reads the model's input, unit-scale activations elsewhere.
@@ -130,7 +131,7 @@ def write_litert_files(model_name: str, directory: str, batch: int, size: int) -
         samples = [{t.name: (rng.uniform(0, 255, t.shape) if t.shape[1:] == (size, size, 3)
                              else rng.standard_normal(t.shape)).astype("float32") for t in graph.inputs}
                    for _ in range(4)]
-        listing[label] = []
+        roles[label] = []
         for kind in ("fp32", "int8"):
             converter = tf.lite.TFLiteConverter.from_keras_model(graph)
             if kind == "int8":
@@ -142,9 +143,9 @@ def write_litert_files(model_name: str, directory: str, batch: int, size: int) -
                 flatbuffer = converter.convert()
             path = os.path.join(directory, f"role{number}_{kind}.tflite")
             pathlib.Path(path).write_bytes(flatbuffer)
-            listing[label].append(path)
+            roles[label].append(path)
     whole = bench_deploy.export_all(model_name, directory, size, {"litert", "litert_int8"})
-    listing["whole"] = [whole["litert"], whole["litert_int8"]]
+    listing = {"model": model_name, "roles": roles, "whole": [whole["litert"], whole["litert_int8"]]}
     pathlib.Path(directory, "litert.json").write_text(json.dumps(listing))
 
 
@@ -174,27 +175,30 @@ def _litert_profile(directory: str, batch: int, size: int, steps: int) -> dict:
     called alternately (the order swapped every step), each a median over ``steps`` calls."""
     import statistics
 
+    import bench_deploy
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     rng = np.random.default_rng(0)
     listing = json.loads(pathlib.Path(directory, "litert.json").read_text())
 
-    def call_of(path: str, whole: bool):
+    def role_call(path: str):
         interpreter = Interpreter(model_path=path, num_threads=THREADS)
-        fixed = whole and path.endswith("_int8.tflite")  # batch 1 (bench_deploy runs it so too)
-        if whole and not fixed:
-            index = interpreter.get_input_details()[0]["index"]
-            interpreter.resize_tensor_input(index, (batch, size, size, 3))
         interpreter.allocate_tensors()
         for given in interpreter.get_input_details():
             info = np.iinfo(given["dtype"]) if np.issubdtype(given["dtype"], np.integer) else None
             values = (rng.integers(info.min, info.max, given["shape"], endpoint=True) if info
                       else rng.uniform(0, 255, given["shape"]))
             interpreter.set_tensor(given["index"], values.astype(given["dtype"]))
-        return (lambda: [interpreter.invoke() for _ in range(batch)]) if fixed else interpreter.invoke
+        return interpreter.invoke
 
-    calls = {label: [call_of(path, label == "whole") for path in paths] for label, paths in listing.items()}
+    def whole_call(path: str):  # as bench_deploy.py times the file (the int8 one image by image)
+        run = bench_deploy._runner("litert", path, listing["model"], size)
+        images = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+        return lambda: run(images)
+
+    calls = {label: [role_call(path) for path in paths] for label, paths in listing["roles"].items()}
+    calls["whole"] = [whole_call(path) for path in listing["whole"]]
     times: dict = {label: ([], []) for label in calls}
     for step in range(WARMUP + steps):
         for label, pair in calls.items():
