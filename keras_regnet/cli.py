@@ -113,6 +113,40 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _format(args: argparse.Namespace) -> str:
+    return "litert" if args.format == "tflite" else args.format
+
+
+def _check_export(args: argparse.Namespace) -> None:
+    """``export``'s argument errors, raised before Keras loads or weights download: a typo in a
+    flag or the calibration path is one line at once, not after ~8 s of imports (or a download)."""
+    from keras_regnet.transforms import EvalTransform
+    from keras_regnet.variants import get_variant
+
+    fmt = _format(args)
+    if args.model and not str(args.weights).endswith(".keras"):  # (a .keras file's is only its name)
+        get_variant(args.model)  # an unknown name: ValueError naming it
+    if args.top_k < 1:
+        raise ValueError(f"--top_k must be a positive integer, got {args.top_k}.")
+    if args.max_pixels < 1:
+        raise ValueError(f"--max_pixels must be a positive integer, got {args.max_pixels}.")
+    if args.quantize == "dynamic" and fmt != "litert":
+        raise ValueError("--quantize dynamic applies to --format litert only.")
+    if args.quantize == "int8" and fmt == "saved_model":
+        raise ValueError("--quantize int8 applies to --format litert, onnx and openvino.")
+    if (args.quantize == "int8") != (args.calibration is not None):
+        raise ValueError("--quantize int8 needs --calibration DIR (images or TFRecords like those "
+                         "the model will serve), and --calibration applies to --quantize int8 only.")
+    if args.calibration is not None:
+        if not os.path.exists(args.calibration):
+            raise FileNotFoundError(f"calibration source {args.calibration} does not exist.")
+        if args.calibration_images < 1:
+            raise ValueError(f"--calibration-images must be a positive integer, got "
+                             f"{args.calibration_images}.")
+    if args.eval_transform:
+        EvalTransform.parse(args.eval_transform)
+
+
 def _export(args: argparse.Namespace) -> int:
     import keras
     import numpy as np
@@ -121,16 +155,7 @@ def _export(args: argparse.Namespace) -> int:
     from keras_regnet.deployable import load_deployable
     from keras_regnet.preprocessing import EvalTransform
 
-    fmt = "litert" if args.format == "tflite" else args.format
-    if args.top_k < 1:
-        raise ValueError(f"--top_k must be a positive integer, got {args.top_k}.")
-    if args.quantize == "dynamic" and fmt != "litert":
-        raise ValueError("--quantize dynamic applies to --format litert only.")
-    if args.quantize == "int8" and fmt == "saved_model":
-        raise ValueError("--quantize int8 applies to --format litert, onnx and openvino.")
-    if (args.quantize == "int8") != (args.calibration is not None):
-        raise ValueError("--quantize int8 needs --calibration DIR (images or TFRecords like those "
-                         "the model will serve), and --calibration applies to --quantize int8 only.")
+    fmt = _format(args)
     transform = EvalTransform.parse(args.eval_transform) if args.eval_transform else None
     target = load_deployable(args.weights, args.model, classes=args.classes, transform=transform,
                              labels=args.labels)
@@ -281,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
                      help="largest image (height x width) a request may carry (SavedModel)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing version/file")
-    exp.set_defaults(func=_export)
+    exp.set_defaults(func=_export, check=_check_export)
     preset = sub.add_parser("preset", help="write a KerasHub preset folder (from_preset loads it)")
     preset.add_argument("--model", required=True, help="e.g. RegNetY032")
     preset.add_argument("--weights", default="imagenet",
@@ -330,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         run_main(["keras-regnet train", *argv[1:]])
         return 0
     args = parser.parse_args(argv)
+    try:
+        if getattr(args, "check", None):
+            args.check(args)
+    except (ValueError, OSError) as err:
+        return _error(err)
     if not _runs_without_keras(args):
         from keras_regnet import keras_side
 
@@ -337,8 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError, ImportError, TargetInUseError) as err:  # input, files, network, extras
-        print(f"keras-regnet: error: {err}", file=sys.stderr)
-        return 2
+        return _error(err)
+
+
+def _error(err: Exception) -> int:
+    print(f"keras-regnet: error: {err}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -99,6 +99,42 @@ def test_light_commands_start_without_tensorflow(command, started_as, tmp_path):
     assert expected in result.stdout
 
 
+# export's argument errors -> the one line each must print; with the default weights
+# ("imagenet"), which are not in the fresh KERAS_HOME: the error comes before any download.
+EXPORT_ARGUMENT_ERRORS = {
+    "calibration path": (["--format", "onnx", "--quantize", "int8", "--calibration", "missing"],
+                         "calibration source missing does not exist."),
+    "calibration pairing": (["--format", "litert", "--quantize", "int8"],
+                            "--quantize int8 needs --calibration"),
+    "unknown model": (["--model", "RegNetX999"], "Unknown model 'RegNetX999'"),
+    "calibration count": (["--format", "onnx", "--quantize", "int8", "--calibration", ".",
+                           "--calibration-images", "0"], "--calibration-images must be a positive integer"),
+    "eval transform": (["--eval-transform", "224"], "an eval transform is written RESIZE/CROP"),
+}
+
+
+@pytest.mark.parametrize("case", EXPORT_ARGUMENT_ERRORS)
+def test_export_argument_errors_end_before_keras_loads_or_weights_download(case, tmp_path):
+    """`keras-regnet export` with a mistyped flag value: exit status 2 and one line, in a
+    fresh process that never imports TensorFlow (no ~8 s of imports, no weight download)."""
+    import os
+    import subprocess
+    import sys
+
+    extra, expected = EXPORT_ARGUMENT_ERRORS[case]
+    argv = ["export", "--model", "RegNetX002", "--output", str(tmp_path / "out"), *extra]
+    result = subprocess.run([sys.executable, "-X", "importtime", _console_script(), *argv],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env=dict(os.environ, KERAS_HOME=str(tmp_path / "home")))
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("keras-regnet: error: "), lines
+    assert expected in lines[0], lines
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    heavy = {m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "keras_hub", "torch")}
+    assert not heavy, sorted(heavy)[:5]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "home").exists()
+
+
 @pytest.mark.slow
 def test_a_keras_command_of_the_cli_registers_what_import_keras_regnet_does():
     """Commands that need Keras load the same Keras side as `import keras_regnet` (its layers
