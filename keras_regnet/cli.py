@@ -79,6 +79,35 @@ class _VerificationFailed(Exception):
     pass
 
 
+# Each command's argument errors, raised before Keras loads or anything is fetched: a typo is
+# one line at once, not after ~8 s of imports or a download (main runs them first).
+def _check_model(args: argparse.Namespace) -> None:
+    from keras_regnet.variants import get_variant
+
+    get_variant(args.model)  # an unknown name: ValueError naming it
+
+
+def _check_convert(args: argparse.Namespace) -> None:
+    from keras_regnet.conversion import check_checkpoint_path
+
+    _check_model(args)
+    check_checkpoint_path(args.checkpoint)
+    if not args.output.endswith(".weights.h5"):
+        raise ValueError(f"--output must end with .weights.h5 (Keras's weights format), got {args.output!r}.")
+    if os.path.exists(args.output) and not args.overwrite:
+        raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it.")
+
+
+def _check_preset(args: argparse.Namespace) -> None:
+    from keras_regnet.transforms import EvalTransform
+    from keras_regnet.variants import get_variant
+    from keras_regnet.weight_choice import resolve_weights
+
+    resolve_weights(args.weights, get_variant(args.model).name)  # decides; fetches nothing
+    if args.eval_transform:
+        EvalTransform.parse(args.eval_transform)
+
+
 def _convert(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -87,10 +116,6 @@ def _convert(args: argparse.Namespace) -> int:
     from keras_regnet.weights import convert_state_dict
     from keras_regnet.writers import exclusive_writer
 
-    if not args.output.endswith(".weights.h5"):
-        raise ValueError(f"--output must end with .weights.h5 (Keras's weights format), got {args.output!r}.")
-    if os.path.exists(args.output) and not args.overwrite:
-        raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it.")
     state = conversion.read_checkpoint(args.checkpoint)  # read once for conversion and check
     # The reference is built first: a missing library fails before anything is written.
     reference = verify.build_reference(args.model, args.source) if args.verify else None
@@ -118,14 +143,11 @@ def _format(args: argparse.Namespace) -> str:
 
 
 def _check_export(args: argparse.Namespace) -> None:
-    """``export``'s argument errors, raised before Keras loads or weights download: a typo in a
-    flag or the calibration path is one line at once, not after ~8 s of imports (or a download)."""
     from keras_regnet.transforms import EvalTransform
-    from keras_regnet.variants import get_variant
 
     fmt = _format(args)
     if args.model and not str(args.weights).endswith(".keras"):  # (a .keras file's is only its name)
-        get_variant(args.model)  # an unknown name: ValueError naming it
+        _check_model(args)
     if args.top_k < 1:
         raise ValueError(f"--top_k must be a positive integer, got {args.top_k}.")
     if args.max_pixels < 1:
@@ -266,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("model", help="a name from `keras-regnet list`, e.g. RegNetY032")
     info.add_argument("--size", type=int, default=224)
     info.add_argument("--batch", type=int, default=8)
-    info.set_defaults(func=_info)
+    info.set_defaults(func=_info, check=_check_model)
     convert = sub.add_parser("convert", help="convert a pycls/timm/torchvision checkpoint")
     convert.add_argument("--source", required=True, choices=SOURCES)
     convert.add_argument("--checkpoint", required=True, help=".pyth, .pth or .safetensors file")
@@ -276,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="compare logits with the reference PyTorch model (needs torch)")
     convert.add_argument("--tolerance", type=float, default=1e-4)
     convert.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    convert.set_defaults(func=_convert)
+    convert.set_defaults(func=_convert, check=_check_convert)
     exp = sub.add_parser("export", help="SavedModel for TF Serving, ONNX, LiteRT or OpenVINO")
     exp.add_argument("--model", help="e.g. RegNetY032 (not needed for a .keras file or a run directory)")
     exp.add_argument("--weights", default="imagenet",
@@ -318,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     preset.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     preset.add_argument("--allow-non-commercial", action="store_true",
                         help="allow weight sets whose licence forbids commercial use (SWAG)")
-    preset.set_defaults(func=_preset)
+    preset.set_defaults(func=_preset, check=_check_preset)
     sweep = sub.add_parser("sweep", help="design-space sweeps: sample, train, analyze")
     sweep_sub = sweep.add_subparsers(dest="sweep_command", required=True)
     sample = sweep_sub.add_parser("sample", help="sample models of a design space")

@@ -162,6 +162,23 @@ def load_torch_state_dict(model, state_dict: Mapping[str, Any], source: str,
         variable.assign(_to_keras_layout(tensors[key], source, layer_name).astype(variable.dtype))
 
 
+def check_checkpoint_path(path: str | os.PathLike) -> str:
+    """``path`` as a string, if it names an existing checkpoint of a known format; else a
+    ValueError (the format) or FileNotFoundError.
+
+    Example:
+        >>> check_checkpoint_path("missing.safetensors")
+        Traceback (most recent call last):
+        FileNotFoundError: checkpoint 'missing.safetensors' does not exist.
+    """
+    path = os.fspath(path)
+    if not path.endswith(CHECKPOINT_SUFFIXES):
+        raise ValueError(f"Unknown checkpoint format {path!r}: expected one of {CHECKPOINT_SUFFIXES}.")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist.")
+    return path
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a state dict from ``.safetensors`` (no torch needed) or ``.pyth``/``.pth``/``.pt``.
 
@@ -169,11 +186,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     code is refused. pycls checkpoints (``{"model_state": ...}``) and the common
     ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers are unwrapped.
     """
-    path = os.fspath(path)
-    if not path.endswith(CHECKPOINT_SUFFIXES):
-        raise ValueError(f"Unknown checkpoint format {path!r}: expected one of {CHECKPOINT_SUFFIXES}.")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist.")
+    path = check_checkpoint_path(path)
     if path.endswith(".safetensors"):
         try:
             from safetensors.numpy import load_file

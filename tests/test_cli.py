@@ -99,30 +99,36 @@ def test_light_commands_start_without_tensorflow(command, started_as, tmp_path):
     assert expected in result.stdout
 
 
-# export's argument errors -> the one line each must print; with the default weights
-# ("imagenet"), which are not in the fresh KERAS_HOME: the error comes before any download.
-EXPORT_ARGUMENT_ERRORS = {
-    "calibration path": (["--format", "onnx", "--quantize", "int8", "--calibration", "missing"],
-                         "calibration source missing does not exist."),
-    "calibration pairing": (["--format", "litert", "--quantize", "int8"],
-                            "--quantize int8 needs --calibration"),
-    "unknown model": (["--model", "RegNetX999"], "Unknown model 'RegNetX999'"),
-    "calibration count": (["--format", "onnx", "--quantize", "int8", "--calibration", ".",
-                           "--calibration-images", "0"], "--calibration-images must be a positive integer"),
-    "eval transform": (["--eval-transform", "224"], "an eval transform is written RESIZE/CROP"),
+# A command's argument errors -> the one line each must print. The default weights
+# ("imagenet") are not in the test's fresh KERAS_HOME: each error comes before any download.
+EXPORT = ["export", "--model", "RegNetX002", "--output", "out"]
+INT8 = ["--format", "onnx", "--quantize", "int8", "--calibration"]
+CONVERT = ["convert", "--source", "timm", "--model", "RegNetX002", "--output", "out.weights.h5"]
+ARGUMENT_ERRORS = {
+    "export: calibration path": ([*EXPORT, *INT8, "missing"], "calibration source missing does not exist."),
+    "export: calibration pairing": ([*EXPORT, "--format", "litert", "--quantize", "int8"],
+                                    "--quantize int8 needs --calibration"),
+    "export: unknown model": ([*EXPORT, "--model", "RegNetX999"], "Unknown model 'RegNetX999'"),
+    "export: calibration count": ([*EXPORT, *INT8, ".", "--calibration-images", "0"],
+                                  "--calibration-images must be a positive integer"),
+    "export: eval transform": ([*EXPORT, "--eval-transform", "224"], "an eval transform is written"),
+    "preset: unknown tag": (["preset", "--model", "RegNetX002", "--weights", "tv2_in1k", "--output", "out"],
+                            "No weights 'tv2_in1k' for RegNetX002"),
+    "convert: missing checkpoint": ([*CONVERT, "--checkpoint", "x.safetensors"],
+                                    "checkpoint 'x.safetensors' does not exist"),
+    "info: unknown model": (["info", "RegNetX-400GF"], "Unknown model 'RegNetX-400GF'"),
 }
 
 
-@pytest.mark.parametrize("case", EXPORT_ARGUMENT_ERRORS)
-def test_export_argument_errors_end_before_keras_loads_or_weights_download(case, tmp_path):
-    """`keras-regnet export` with a mistyped flag value: exit status 2 and one line, in a
-    fresh process that never imports TensorFlow (no ~8 s of imports, no weight download)."""
+@pytest.mark.parametrize("case", ARGUMENT_ERRORS)
+def test_argument_errors_end_before_keras_loads_or_weights_download(case, tmp_path):
+    """A command with a mistyped flag value: exit status 2 and one line, in a fresh process
+    that never imports TensorFlow (no ~8 s of imports first, no weight download)."""
     import os
     import subprocess
     import sys
 
-    extra, expected = EXPORT_ARGUMENT_ERRORS[case]
-    argv = ["export", "--model", "RegNetX002", "--output", str(tmp_path / "out"), *extra]
+    argv, expected = ARGUMENT_ERRORS[case]
     result = subprocess.run([sys.executable, "-X", "importtime", _console_script(), *argv],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path,
                             env=dict(os.environ, KERAS_HOME=str(tmp_path / "home")))
@@ -132,7 +138,7 @@ def test_export_argument_errors_end_before_keras_loads_or_weights_download(case,
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     heavy = {m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "keras_hub", "torch")}
     assert not heavy, sorted(heavy)[:5]
-    assert not (tmp_path / "out").exists() and not (tmp_path / "home").exists()
+    assert sorted(os.listdir(tmp_path)) == []  # no output, no weights cache
 
 
 @pytest.mark.slow
