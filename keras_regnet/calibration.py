@@ -63,6 +63,20 @@ def _encoded_images(source: str, limit: int, seed: int) -> list[tuple[str, bytes
             for r in dataset]
 
 
+def check_calibration_source(source: str | os.PathLike) -> str:
+    """``source`` as a string if it exists (what it holds is read later); else FileNotFoundError.
+
+    Example:
+        >>> check_calibration_source("no/such/folder")
+        Traceback (most recent call last):
+        FileNotFoundError: calibration source no/such/folder does not exist.
+    """
+    source = os.fspath(source)
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"calibration source {source} does not exist.")
+    return source
+
+
 def calibration_images(source: str | os.PathLike, transform: EvalTransform,
                        limit: int = DEFAULT_CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
     """Up to ``limit`` images of ``source`` as the served model sees them: float32
@@ -77,9 +91,7 @@ def calibration_images(source: str | os.PathLike, transform: EvalTransform,
     """
     from keras_regnet.preprocessing import decode_rgb, eval_crop
 
-    source = os.fspath(source)
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"calibration source {source} does not exist.")
+    source = check_calibration_source(source)
     if limit < 1:
         raise ValueError(f"the calibration set needs at least one image, got limit={limit}.")
     batch = []

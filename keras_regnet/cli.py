@@ -108,6 +108,37 @@ def _check_preset(args: argparse.Namespace) -> None:
         EvalTransform.parse(args.eval_transform)
 
 
+def _format(args: argparse.Namespace) -> str:
+    return "litert" if args.format == "tflite" else args.format
+
+
+def _check_export(args: argparse.Namespace) -> None:
+    from keras_regnet.calibration import check_calibration_source
+    from keras_regnet.transforms import EvalTransform
+
+    fmt = _format(args)
+    if args.model and not str(args.weights).endswith(".keras"):  # (a .keras file's is only its name)
+        _check_model(args)
+    if args.top_k < 1:
+        raise ValueError(f"--top_k must be a positive integer, got {args.top_k}.")
+    if args.max_pixels < 1:
+        raise ValueError(f"--max_pixels must be a positive integer, got {args.max_pixels}.")
+    if args.quantize == "dynamic" and fmt != "litert":
+        raise ValueError("--quantize dynamic applies to --format litert only.")
+    if args.quantize == "int8" and fmt == "saved_model":
+        raise ValueError("--quantize int8 applies to --format litert, onnx and openvino.")
+    if (args.quantize == "int8") != (args.calibration is not None):
+        raise ValueError("--quantize int8 needs --calibration DIR (images or TFRecords like those "
+                         "the model will serve), and --calibration applies to --quantize int8 only.")
+    if args.calibration is not None:
+        check_calibration_source(args.calibration)
+        if args.calibration_images < 1:
+            raise ValueError(f"--calibration-images must be a positive integer, got "
+                             f"{args.calibration_images}.")
+    if args.eval_transform:
+        EvalTransform.parse(args.eval_transform)
+
+
 def _convert(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -136,37 +167,6 @@ def _convert(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {args.output}")
     return 0
-
-
-def _format(args: argparse.Namespace) -> str:
-    return "litert" if args.format == "tflite" else args.format
-
-
-def _check_export(args: argparse.Namespace) -> None:
-    from keras_regnet.transforms import EvalTransform
-
-    fmt = _format(args)
-    if args.model and not str(args.weights).endswith(".keras"):  # (a .keras file's is only its name)
-        _check_model(args)
-    if args.top_k < 1:
-        raise ValueError(f"--top_k must be a positive integer, got {args.top_k}.")
-    if args.max_pixels < 1:
-        raise ValueError(f"--max_pixels must be a positive integer, got {args.max_pixels}.")
-    if args.quantize == "dynamic" and fmt != "litert":
-        raise ValueError("--quantize dynamic applies to --format litert only.")
-    if args.quantize == "int8" and fmt == "saved_model":
-        raise ValueError("--quantize int8 applies to --format litert, onnx and openvino.")
-    if (args.quantize == "int8") != (args.calibration is not None):
-        raise ValueError("--quantize int8 needs --calibration DIR (images or TFRecords like those "
-                         "the model will serve), and --calibration applies to --quantize int8 only.")
-    if args.calibration is not None:
-        if not os.path.exists(args.calibration):
-            raise FileNotFoundError(f"calibration source {args.calibration} does not exist.")
-        if args.calibration_images < 1:
-            raise ValueError(f"--calibration-images must be a positive integer, got "
-                             f"{args.calibration_images}.")
-    if args.eval_transform:
-        EvalTransform.parse(args.eval_transform)
 
 
 def _export(args: argparse.Namespace) -> int:
