@@ -103,7 +103,8 @@ def _check_preset(args: argparse.Namespace) -> None:
     from keras_regnet.variants import get_variant
     from keras_regnet.weight_choice import resolve_weights
 
-    resolve_weights(args.weights, get_variant(args.model).name)  # decides; fetches nothing
+    # Decided here, once (fetching nothing); write_preset takes the resolved value as it is.
+    args.weights = resolve_weights(args.weights, get_variant(args.model).name)
     if args.eval_transform:
         EvalTransform.parse(args.eval_transform)
 

@@ -66,6 +66,14 @@ def _console_script() -> str:
     return script if os.path.exists(script) else shutil.which("keras-regnet")
 
 
+HEAVY_PACKAGES = ("tensorflow", "keras", "keras_hub", "torch")
+
+
+def _imported_modules(importtime_stderr: str) -> set[str]:
+    """The modules a `python -X importtime` process imported, from its stderr."""
+    return {line.rsplit("|", 1)[-1].strip() for line in importtime_stderr.splitlines() if "|" in line}
+
+
 LIGHT_COMMANDS = {"list": (["list"], "RegNetY320"), "help": (["--help"], "usage: keras-regnet"),
                   "sweep-sample": (["sweep", "sample", "--space", "RegNetX", "--n", "3"], "wrote 3 RegNetX"),
                   "weights": (["weights"], "tv2_in1k"),
@@ -91,10 +99,10 @@ def test_light_commands_start_without_tensorflow(command, started_as, tmp_path):
                             capture_output=True, text=True, timeout=60,
                             env=dict(os.environ, KERAS_HOME=str(tmp_path / "home")))
     assert result.returncode == 0, result.stderr[-2000:]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    imported = _imported_modules(result.stderr)
     # (With -m the command's module runs as __main__: only its package shows as imported.)
     assert ("keras_regnet.cli" if started_as == "keras-regnet" else "keras_regnet") in imported
-    heavy = {m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "keras_hub", "torch")}
+    heavy = {m for m in imported if m.split(".")[0] in HEAVY_PACKAGES}
     assert not heavy, sorted(heavy)[:5]
     assert expected in result.stdout
 
@@ -135,8 +143,7 @@ def test_argument_errors_end_before_keras_loads_or_weights_download(case, tmp_pa
     lines = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("keras-regnet: error: "), lines
     assert expected in lines[0], lines
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
-    heavy = {m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "keras_hub", "torch")}
+    heavy = {m for m in _imported_modules(result.stderr) if m.split(".")[0] in HEAVY_PACKAGES}
     assert not heavy, sorted(heavy)[:5]
     assert sorted(os.listdir(tmp_path)) == []  # no output, no weights cache
 
