@@ -109,6 +109,17 @@ def _check_preset(args: argparse.Namespace) -> None:
         EvalTransform.parse(args.eval_transform)
 
 
+def _check_sweep(args: argparse.Namespace) -> None:
+    if args.sweep_command != "train":  # (sample and analyze run without Keras anyway)
+        return
+    for path in args.files:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"sweep file {path} does not exist; write one with "
+                                    f"`keras-regnet sweep sample --space RegNetX --n 32 --out {path}`.")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise FileNotFoundError(f"--data_dir {args.data_dir} is not a folder of TFRecord shards.")
+
+
 def _format(args: argparse.Namespace) -> str:
     return "litert" if args.format == "tflite" else args.format
 
@@ -364,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     analyze = sweep_sub.add_parser("analyze", help="EDF plots and report.html")
     analyze.add_argument("files", nargs="+")
     analyze.add_argument("--out", required=True)
-    sweep.set_defaults(func=_sweep)
+    sweep.set_defaults(func=_sweep, check=_check_sweep)
     sub.add_parser("train", add_help=False,
                    help="train, evaluate and export (training/train.py; `train --help` for its flags)")
     weights = sub.add_parser("weights", help="print the pretrained weights table")

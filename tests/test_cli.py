@@ -125,6 +125,7 @@ ARGUMENT_ERRORS = {
     "convert: missing checkpoint": ([*CONVERT, "--checkpoint", "x.safetensors"],
                                     "checkpoint 'x.safetensors' does not exist"),
     "info: unknown model": (["info", "RegNetX-400GF"], "Unknown model 'RegNetX-400GF'"),
+    "sweep train: missing file": (["sweep", "train", "x.jsonl"], "sweep file x.jsonl does not exist"),
 }
 
 
