@@ -36,6 +36,7 @@ import pytest  # noqa: E402
 import keras_regnet  # noqa: E402
 from keras_regnet import verify  # noqa: E402
 from keras_regnet.design.complexity import count  # noqa: E402
+from keras_regnet.deterministic import set_deterministic_weights  # noqa: E402
 from keras_regnet.layers import DenseConv2D, GroupedConv2D, PointwiseConv2D  # noqa: E402
 from keras_regnet.variants import VARIANTS  # noqa: E402
 
@@ -129,8 +130,6 @@ def fresh_collective_keys():
 def built_model():
     """``built_model(name)``: the variant's default model (``weights=None``), built once per
     session and shared by the tests that only read it (building all 27 twice cost minutes)."""
-    import functools
-
     @functools.cache
     def build(name: str):
         return getattr(keras_regnet, name)(weights=None)
@@ -169,45 +168,6 @@ def randomize_batch_norms(model, seed: int = 0) -> None:
             gamma, beta, mean, var = layer.get_weights()
             layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
                                rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 2.0, var.shape)])
-
-
-# set_deterministic_weights' values: windows into two fixed draws of a prime length (no weight's
-# rows repeat in step with its columns), instead of a fresh draw per weight (RegNetY320's 145M
-# weights took 3-4 s on every backend, for each logits comparison).
-_DETERMINISTIC_POOL_SIZE = 1_048_573
-
-
-@functools.cache
-def _deterministic_pools(seed: int) -> dict:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    return {"normal": rng.standard_normal(_DETERMINISTIC_POOL_SIZE, dtype=np.float32),
-            "uniform": rng.random(_DETERMINISTIC_POOL_SIZE, dtype=np.float32)}
-
-
-def set_deterministic_weights(model, seed: int = 0) -> None:
-    """Sets every weight from fixed NumPy draws, in the model's weight order, so that processes
-    on different backends hold the same network. Kernels are scaled by 1/sqrt(fan-in) (outputs
-    stay finite through any depth); batch norms get statistics that are not the identity."""
-    import numpy as np
-
-    pools, size = _deterministic_pools(seed), _DETERMINISTIC_POOL_SIZE
-    values = []
-    for index, weight in enumerate(model.weights):
-        shape, kind = tuple(weight.shape), weight.path.rsplit("/", 1)[-1]
-        pool = pools["uniform" if kind in ("gamma", "moving_variance") else "normal"]
-        start, n = (index * 7919) % size, int(np.prod(shape))
-        window = pool[start:start + n] if start + n <= size else np.concatenate((pool[start:], pool[:start]))
-        value = np.resize(window, shape)
-        if kind == "kernel":
-            value = value / np.float32(np.sqrt(np.prod(shape[:-1])))
-        elif kind in ("gamma", "moving_variance"):
-            value = value + np.float32(0.5)
-        else:  # beta, moving_mean, bias
-            value = value * np.float32(0.1)
-        values.append(value)
-    model.set_weights(values)
 
 
 @contextlib.contextmanager

@@ -22,10 +22,10 @@ import keras_regnet
 from conftest import (
     CONV_CASES,
     deterministic_variant,
-    set_deterministic_weights,
     shallow,
     smallest_per_family,
 )
+from keras_regnet.deterministic import set_deterministic_weights
 from keras_regnet.layers import DenseConv2D, GroupedConv2D, PointwiseConv2D, _jax_or_torch_convolution
 from keras_regnet.variants import VARIANTS
 
