@@ -20,6 +20,38 @@ from typing import Sequence
 import keras
 
 
+def jax_compiles_for_cpu() -> bool:
+    """Whether JAX's default backend is a CPU: the matmul forms below (:func:`pointwise_conv`,
+    :func:`patch_conv`) are for XLA's CPU backend. On a GPU or TPU, XLA's own convolutions (cuDNN's on
+    an NVIDIA GPU) run every layer, and the matmul forms would only get in their way: on an H200
+    (jaxlib 0.11.2) XLA's GPU compiler aborted the process compiling RegNetX004's jitted predict
+    (its Triton GEMM tiling check failed on a strided 1x1 conv's reshape to a matmul).
+
+    Example:
+        >>> jax_compiles_for_cpu()  # this suite runs JAX on the CPU
+        True
+    """
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
+def jax_grouped_conv_per_group() -> bool:
+    """Whether a grouped conv runs as one plain conv per group (:func:`grouped_conv`) on JAX: on a
+    CPU (XLA's grouped conv is a slow loop there) and under a ``keras.distribution`` over more than
+    one device (XLA's partitioner would gather the whole batch onto every device before a grouped
+    conv, openxla/xla#47945); on one GPU or TPU, XLA's own grouped conv.
+
+    Example:
+        >>> jax_grouped_conv_per_group()
+        True
+    """
+    if jax_compiles_for_cpu():
+        return True
+    distribution = keras.distribution.distribution()
+    return distribution is not None and len(distribution.device_mesh.devices.flatten()) > 1
+
+
 def pointwise_conv(inputs, kernel, strides: Sequence[int] = (1, 1), data_format: str = "channels_last"):
     """A 1x1 convolution as one matmul over the pixels (strides subsample first).
 

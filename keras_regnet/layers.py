@@ -213,9 +213,11 @@ def _jax_or_torch_convolution(layer: keras.layers.Conv2D, inputs, kernel):
     Keras's own is slow (XLA's CPU grouped convs and conv gradients, PyTorch's layout copies);
     None elsewhere (TensorFlow, or a configuration those functions do not cover)."""
     backend = keras.backend.backend()
-    if backend == "jax" and layer.groups > 1:
+    if backend == "jax" and layer.groups > 1 and conv_ops.jax_grouped_conv_per_group():
         return conv_ops.grouped_conv(inputs, kernel, layer.groups, layer.strides, layer.padding,
                                      layer.dilation_rate, layer.data_format)
+    if backend == "jax" and not conv_ops.jax_compiles_for_cpu():
+        return None  # XLA's own convolutions on a GPU or TPU (conv_ops.jax_compiles_for_cpu)
     if backend == "jax" and layer.kernel_size == (1, 1) and layer.dilation_rate == (1, 1):
         return conv_ops.pointwise_conv(inputs, kernel, layer.strides, layer.data_format)
     if (backend == "jax" and layer.dilation_rate == (1, 1)

@@ -106,6 +106,7 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
     assert not failed and returncode == 0, f"{backend}: {failed}\n{output[-5000:]}"
     # A skip would hide a failure: only TensorFlow-only tests, and (on PyTorch) the JAX-only ones.
     allowed = ("TensorFlow only: ", "XLA's SPMD partitioning: the JAX backend only",
+               "XLA's convolutions off the CPU: the JAX backend only",
                "Keras's kernels drawn on the host: the JAX backend only",
                "PyTorch's fused batch norm: the PyTorch backend only",
                "PyTorch's kernel cache: the PyTorch backend only",
@@ -123,8 +124,10 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
     assert passed(r"test_our_convolution_equals_keras") == 2 * len(CONV_CASES), backend  # 2 layouts
     assert passed(r"test_channels_first_predicts_what_channels_last_does") == 1, backend
     assert passed(r"test_a_saved_logits_model_loads_for_serving") == 1, backend
-    jax_only = 3 if backend == "jax" else 0  # 2 data-parallel formulations, the kernel init
-    assert passed(r"test_data_parallel_train_step|test_jax_conv_kernels") == jax_only, backend
+    # 2 data-parallel formulations, the kernel init, the convolutions' choice off the CPU
+    jax_only = 4 if backend == "jax" else 0
+    assert passed(r"test_data_parallel_train_step|test_jax_conv_kernels|test_jax_off_the_cpu") == jax_only, \
+        backend
     assert passed(r"test_torch_fused_batch_norm") == (6 if backend == "torch" else 0), backend
     assert passed(r"test_torch_kernel_cache") == (3 if backend == "torch" else 0), backend
     assert passed(r"test_torch_inference_fuses") == (2 if backend == "torch" else 0), backend

@@ -286,6 +286,33 @@ def test_jax_conv_kernels_are_reproducible_and_he_scaled():
     assert not np.array_equal(a.ravel()[:100], b.ravel()[:100])
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="XLA's convolutions off the CPU: the JAX backend only")
+def test_jax_off_the_cpu_runs_xlas_own_convolutions_but_grouped_ones_across_devices(monkeypatch):
+    """The matmul and per-group forms are for XLA's CPU backend: on an H200, XLA's GPU compiler
+    aborted the process on a strided 1x1 conv's matmul form (jaxlib 0.11.2). On a GPU every layer
+    gets Keras's own convolution, a grouped one too; under DataParallel over 2 devices grouped
+    convs stay per group (Keras's would gather the batch; test below), the others XLA's."""
+    import jax
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+
+    def ours(cls, filters, size, strides, padding, groups):
+        channels = 4 * groups if groups > 1 else 3 if cls is DenseConv2D else 12
+        layer = cls(filters, size, strides=strides, padding=padding, groups=groups, use_bias=False)
+        layer.build((2, 13, 11, channels))
+        return _jax_or_torch_convolution(layer, keras.ops.ones((2, 13, 11, channels)), layer.kernel)
+
+    assert [ours(*case) for case in CONV_CASES] == [None] * len(CONV_CASES)
+    assert len(jax.devices()) == 2, "XLA_FLAGS=--xla_force_host_platform_device_count=2 is unset"
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    try:
+        across_devices = [ours(*case) is not None for case in CONV_CASES]
+    finally:
+        keras.distribution.set_distribution(None)
+    assert across_devices == [case[-1] > 1 for case in CONV_CASES]
+    assert any(across_devices) and not all(across_devices)
+
+
 @pytest.mark.skipif(BACKEND != "jax", reason="XLA's SPMD partitioning: the JAX backend only")
 @pytest.mark.parametrize("formulation", ["keras_conv", "keras_regnet"])
 def test_data_parallel_train_step_gathers_no_activations(formulation, monkeypatch):
