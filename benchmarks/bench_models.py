@@ -217,6 +217,25 @@ def keras_regnet_jax_dp(name: str, batch: int, size: int):
     return infer, train
 
 
+def _keras_regnet_jax_grouped(per_group: bool, name: str, batch: int, size: int):
+    """Our builder on JAX with the grouped convs' form forced (conv_ops.jax_grouped_conv_per_group
+    chooses by device otherwise): what the other choice would cost on a given device."""
+    from keras_regnet import conv_ops
+
+    conv_ops.jax_grouped_conv_per_group = lambda: per_group
+    return _keras_regnet_on("jax", name, batch, size, jit_compile=True)
+
+
+def keras_regnet_jax_native(name: str, batch: int, size: int):
+    """Keras's own grouped conv (one ``feature_group_count`` conv; cuDNN's on a GPU)."""
+    return _keras_regnet_jax_grouped(False, name, batch, size)
+
+
+def keras_regnet_jax_per_group(name: str, batch: int, size: int):
+    """One plain conv per group (what a CPU and a multi-device DataParallel run get)."""
+    return _keras_regnet_jax_grouped(True, name, batch, size)
+
+
 def keras_regnet_torch(name: str, batch: int, size: int):
     """Our builder on the PyTorch backend (eager: Keras's torch.compile path was slower)."""
     return _keras_regnet_on("torch", name, batch, size)
@@ -232,6 +251,10 @@ CONTENDERS = {
     "pycls": ("pycls, PyTorch eager, channels-last", {}),
     "timm": ("timm, PyTorch eager, channels-last", {}),
     "keras_regnet_jax": ("keras_regnet (JAX, CPU)", {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
+    "keras_regnet_jax_native": ("keras_regnet (JAX, CPU), Keras's feature_group_count grouped conv",
+                                {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
+    "keras_regnet_jax_per_group": ("keras_regnet (JAX, CPU), one conv per group (the default there)",
+                                   {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}),
     # On a CPU, two host devices of one core each: what a data-parallel step costs here.
     "keras_regnet_jax_dp": ("keras_regnet (JAX, DataParallel, 2 CPU devices)",
                             {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
@@ -288,10 +311,16 @@ def worker(contender: str, name: str, batch: int, size: int, warmup: int, repeat
             "train": _median_rate(train_step, batch, warmup, repeats) if train_step else None}
 
 
-def run_worker(args: list[str], env: dict | None = None, script: str = __file__) -> dict:
-    """Runs ``script`` with ``args`` in a fresh interpreter; its last stdout line, as JSON."""
-    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})})
+def run_worker(args: list[str], env: dict | None = None, script: str = __file__,
+               timeout: float | None = None) -> dict:
+    """Runs ``script`` with ``args`` in a fresh interpreter; its last stdout line, as JSON.
+    RuntimeError with the worker's last stderr line if it fails, or if it has not ended
+    within ``timeout`` seconds (it is then killed)."""
+    try:
+        out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                             env={**os.environ, **(env or {})}, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"no result within {timeout:g} s") from None
     if out.returncode:
         last = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"
         raise RuntimeError(last)

@@ -41,9 +41,11 @@ SMOKE = {
     # The TensorFlow and timm workers run in bench_models.py's smoke test: here the JAX
     # data-parallel one (the plain JAX worker plus a distribution), its batch of 2 split over
     # two host devices (XLA_FLAGS below) as over a host's GPUs.
+    # Its GPU-against-CPU logits check for one backend (CPU against CPU here: the code path).
     "benchmarks/gpu.py": ([*TINY, "--models", "RegNetX002", "--warmup", "0", "--precisions", "fp32",
-                           "--contenders", "keras_regnet_jax_dp"],
-                          r"\| RegNetX002 \| fp32 \| keras_regnet_jax_dp \|"),
+                           "--contenders", "keras_regnet_jax_dp", "--parity", "jax", "--json", "gpu.json"],
+                          r"logits RegNetX002 jax: GPU against CPU max \|difference\| 0 "
+                          r"[\s\S]*\| RegNetX002 \| fp32 \| keras_regnet_jax_dp \|"),
     "benchmarks/parity_report.py": (["--models", "RegNetX002"], r"RegNetX002\s+pycls\s+\d"),
     "benchmarks/profile_ops.py": (["--model", "RegNetX002", "--batch", "2", "--steps", "1"], r"RegNetX002"),
     "benchmarks/profile_int8.py": (["--model", "RegNetX002", "--batch", "2", "--size", "32", "--steps", "1"],
