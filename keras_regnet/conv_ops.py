@@ -7,6 +7,9 @@ backward, one conv per group 19 / 69 ms; a 1x1 conv (16x40x40x64 -> 64) 21 / 503
 same product as a matmul 6 / 45 ms. Its SPMD partitioner also gathers the whole batch onto
 every device before a grouped conv (openxla/xla#47945), which per-group plain convs avoid.
 
+On a GPU or TPU, JAX runs XLA's own convolutions instead (:func:`jax_compiles_for_cpu` says
+why), grouped ones per group only across devices (:func:`jax_grouped_conv_per_group`).
+
 :func:`pointwise_conv`, :func:`patch_conv` and :func:`grouped_conv` (JAX) and
 :func:`torch_conv` (PyTorch, see its docstring) compute what ``keras.ops.conv`` does, with its
 weight layout ``[kh, kw, in / groups, out]``, and are differentiable.

@@ -64,8 +64,9 @@ class GroupedConv2D(keras.layers.Conv2D):
     native grouped ``Conv2D`` kernel, and it leaves XLA functions inside exported SavedModels.
     ``tf.nn.conv2d`` accepts grouped kernels directly (input channels = groups x kernel
     input channels), with gradients, so this layer calls it. On JAX it runs one convolution
-    per group and on PyTorch one native grouped convolution without Keras's layout copies
-    (:mod:`keras_regnet.conv_ops` says why). The weights have the standard Conv2D layout
+    per group on a CPU or across devices (XLA's own on one GPU or TPU) and on PyTorch one
+    native grouped convolution without Keras's layout copies (:mod:`keras_regnet.conv_ops` says
+    why). The weights have the standard Conv2D layout
     ``[kh, kw, in / groups, out]``.
 
     On a CPU, TensorFlow has grouped-convolution GRADIENTS only in its oneDNN kernels;
@@ -211,7 +212,8 @@ def _pointwise_conv_with_matmul_gradients(x, kernel):
 def _jax_or_torch_convolution(layer: keras.layers.Conv2D, inputs, kernel):
     """The layer's convolution in :mod:`keras_regnet.conv_ops` on JAX and PyTorch, where
     Keras's own is slow (XLA's CPU grouped convs and conv gradients, PyTorch's layout copies);
-    None elsewhere (TensorFlow, or a configuration those functions do not cover)."""
+    None elsewhere (TensorFlow; JAX on a GPU or TPU, but for grouped convs across devices; or a
+    configuration those functions do not cover)."""
     backend = keras.backend.backend()
     if backend == "jax" and layer.groups > 1 and conv_ops.jax_grouped_conv_per_group():
         return conv_ops.grouped_conv(inputs, kernel, layer.groups, layer.strides, layer.padding,
