@@ -99,14 +99,12 @@ def _check_convert(args: argparse.Namespace) -> None:
 
 
 def _check_preset(args: argparse.Namespace) -> None:
-    from keras_regnet.transforms import EvalTransform
     from keras_regnet.variants import get_variant
     from keras_regnet.weight_choice import resolve_weights
 
     # Decided here, once (fetching nothing); write_preset takes the resolved value as it is.
     args.weights = resolve_weights(args.weights, get_variant(args.model).name)
-    if args.eval_transform:
-        EvalTransform.parse(args.eval_transform)
+    _parse_transform(args)
 
 
 def _check_sweep(args: argparse.Namespace) -> None:
@@ -126,7 +124,6 @@ def _format(args: argparse.Namespace) -> str:
 
 def _check_export(args: argparse.Namespace) -> None:
     from keras_regnet.calibration import check_calibration_source
-    from keras_regnet.transforms import EvalTransform
 
     fmt = _format(args)
     if args.model and not str(args.weights).endswith(".keras"):  # (a .keras file's is only its name)
@@ -147,8 +144,14 @@ def _check_export(args: argparse.Namespace) -> None:
         if args.calibration_images < 1:
             raise ValueError(f"--calibration-images must be a positive integer, got "
                              f"{args.calibration_images}.")
-    if args.eval_transform:
-        EvalTransform.parse(args.eval_transform)
+    _parse_transform(args)
+
+
+def _parse_transform(args: argparse.Namespace) -> None:
+    """``--eval-transform`` parsed once, as ``args.transform`` (None: the weights' own)."""
+    from keras_regnet.transforms import EvalTransform
+
+    args.transform = EvalTransform.parse(args.eval_transform) if args.eval_transform else None
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -187,11 +190,9 @@ def _export(args: argparse.Namespace) -> int:
 
     from keras_regnet import export, formats
     from keras_regnet.deployable import load_deployable
-    from keras_regnet.preprocessing import EvalTransform
 
     fmt = _format(args)
-    transform = EvalTransform.parse(args.eval_transform) if args.eval_transform else None
-    target = load_deployable(args.weights, args.model, classes=args.classes, transform=transform,
+    target = load_deployable(args.weights, args.model, classes=args.classes, transform=args.transform,
                              labels=args.labels)
     transform = target.transform
     start = time.perf_counter()
@@ -242,13 +243,10 @@ def _preset(args: argparse.Namespace) -> int:
         raise ImportError(f"keras-regnet preset needs KerasHub: pip install 'keras-regnet[hub]' "
                           f"({err})") from err
 
-    from keras_regnet.preprocessing import EvalTransform
-
     start = time.perf_counter()
-    transform = EvalTransform.parse(args.eval_transform) if args.eval_transform else None
     path, difference = write_preset(args.model, args.weights, args.output, overwrite=args.overwrite,
                                     allow_non_commercial=args.allow_non_commercial,
-                                    transform=transform, classes=args.classes)
+                                    transform=args.transform, classes=args.classes)
     print(f"wrote KerasHub preset {path} in {time.perf_counter() - start:.1f} s; loaded back with "
           f"keras_hub.models.ImageClassifier.from_preset: max |logits difference| against "
           f"keras_regnet.{args.model} = {difference:.3g}")
