@@ -101,44 +101,41 @@ def main() -> None:
 
     print(f"GPU: {figures['gpu']}; host CPU: {figures['host_cpu']}", flush=True)
 
+    def measure(label: str, worker_args: list[str], env: dict | None = None,
+                script: str = bench_models.__file__) -> dict | None:
+        """One worker's figures, or None (said as unavailable: missing framework, failure, timeout)."""
+        try:
+            return bench_models.run_worker(worker_args, env, script=script, timeout=args.worker_timeout)
+        except RuntimeError as err:
+            print(f"  {label}: unavailable ({err})", flush=True)
+            return None
+
     for backend in args.parity:
         for name in args.models:
-            try:
-                r = bench_models.run_worker(["--parity-worker", name, "--size", str(args.size)],
-                                            {"KERAS_BACKEND": backend}, script=__file__,
-                                            timeout=args.worker_timeout)
-            except RuntimeError as err:
-                print(f"  logits {name} {backend}: unavailable ({err})", flush=True)
-                continue
-            keep("parity", {"model": name, "backend": backend, **r})
-            print(f"  logits {name} {backend}: GPU against CPU max |difference| {r['max_difference']:.2g} "
-                  f"(largest logit {r['max_logit']:.3g})", flush=True)
+            r = measure(f"logits {name} {backend}", ["--parity-worker", name, "--size", str(args.size)],
+                        {"KERAS_BACKEND": backend}, script=__file__)
+            if r is not None:
+                keep("parity", {"model": name, "backend": backend, **r})
+                print(f"  logits {name} {backend}: GPU against CPU max |difference| "
+                      f"{r['max_difference']:.2g} (largest logit {r['max_logit']:.3g})", flush=True)
     for precision in args.precisions:
         for name in args.models:
             for contender in args.contenders:
                 common = ["--models", name, "--batch", str(args.batch), "--size", str(args.size),
                           "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-                env = {**GPU_CONTENDERS[contender], "BENCH_PRECISION": precision}
-                try:
-                    r = bench_models.run_worker(["--worker", contender, *common], env,
-                                                timeout=args.worker_timeout)
-                except RuntimeError as err:
-                    print(f"  {name} {precision} {contender}: unavailable ({err})", flush=True)
-                    continue
-                keep("rows", {"model": name, "precision": precision, "contender": contender, **r})
-                print(f"  {name} {precision} {contender}: infer {r['infer']:.1f}, "
-                      f"train {r['train']:.1f} img/s", flush=True)
+                r = measure(f"{name} {precision} {contender}", ["--worker", contender, *common],
+                            {**GPU_CONTENDERS[contender], "BENCH_PRECISION": precision})
+                if r is not None:
+                    keep("rows", {"model": name, "precision": precision, "contender": contender, **r})
+                    print(f"  {name} {precision} {contender}: infer {r['infer']:.1f}, "
+                          f"train {r['train']:.1f} img/s", flush=True)
+    serving_check = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_gpu_check.py")
     for name in args.models if args.serving else []:
-        check = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serve_gpu_check.py")
-        try:
-            r = bench_models.run_worker([name, "--batch", str(min(args.batch, 32))], script=check,
-                                        timeout=args.worker_timeout)
-        except RuntimeError as err:
-            print(f"  serving {name}: unavailable ({err})", flush=True)
-            continue
-        keep("serving", {"model": name, **r})
-        print(f"  serving {name}: TF SavedModel on the GPU, {r['rate']:.1f} images/s, max "
-              f"|difference| against Keras on the CPU {r['max_difference']:.2g}", flush=True)
+        r = measure(f"serving {name}", [name, "--batch", str(min(args.batch, 32))], script=serving_check)
+        if r is not None:
+            keep("serving", {"model": name, **r})
+            print(f"  serving {name}: TF SavedModel on the GPU, {r['rate']:.1f} images/s, max "
+                  f"|difference| against Keras on the CPU {r['max_difference']:.2g}", flush=True)
     print(f"\nGPU: {figures['gpu']}\nbatch {args.batch}, {args.size}x{args.size}, images/s (median of "
           f"{args.repeats} after {args.warmup} warm-up batches)")
     print("| model | precision | contender | infer | train |\n|---|---|---|---:|---:|")
