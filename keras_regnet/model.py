@@ -14,6 +14,7 @@ import keras
 from keras_regnet import layers as regnet_layers
 from keras_regnet.design.spec import AnyNetSpec, RegNetSpec
 from keras_regnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from keras_regnet.torch_graph import call_layers_directly
 from keras_regnet.torch_inference import mark_fusions
 from keras_regnet.variants import get_variant
 
@@ -162,6 +163,7 @@ def build(spec: str | RegNetSpec | AnyNetSpec, include_top: bool = True,
     model.pyramid_outputs = pyramid
     if keras.backend.backend() == "torch":
         mark_fusions(model)  # conv, batch norm, ReLU ... fused while it infers (torch_inference.py)
+        call_layers_directly(model)  # and its layers called without Keras's per-call work (torch_graph.py)
     return model
 
 

@@ -243,6 +243,75 @@ def test_torch_inference_fuses_every_batch_norm_relu_padding_and_add_and_only_wh
     assert not np.allclose(keras.ops.convert_to_numpy(bn.moving_mean), before)
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="Keras's per-layer call skipped: the PyTorch backend only")
+def test_torch_inference_calls_the_layers_directly_only_where_kerass_call_would_do_nothing(monkeypatch):
+    """An inference call of a built model (predict, or a call with training=False in autograd,
+    as a frozen backbone is called) goes through Keras's ``Layer.__call__`` for the model alone
+    and calls its layers' ``call`` directly (keras_regnet/torch_graph.py), giving Keras's own
+    graph walk's logits and input gradients; training, a PyTorch hook on a layer, an activity
+    regulariser and mixed precision go through Keras's walk, where what they do happens."""
+    import torch
+
+    from keras_regnet import torch_graph
+
+    name = smallest_per_family()[1]  # the Y model: every layer kind
+    model = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    set_deterministic_weights(model)
+    images = np.random.default_rng(4).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    called = []
+    keras_call = keras.layers.Layer.__call__
+
+    def counted_call(self, *args, **kwargs):
+        called.append(self.name)
+        return keras_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.layers.Layer, "__call__", counted_call)
+    inner = {layer.name for layer in model.layers[1:]}
+
+    def through(walk: str, run):
+        """run() with the direct walk, or with Keras's (the model's plan set aside); the layers
+        it called through ``Layer.__call__``."""
+        plan = torch_graph._PLANS.pop(model) if walk == "keras" else None
+        called.clear()
+        try:
+            return run(), set(called) - {model.name}
+        finally:
+            if plan is not None:
+                torch_graph._PLANS[model] = plan
+
+    def input_gradient():
+        x = torch.tensor(images, requires_grad=True)
+        model(x, training=False).square().sum().backward()
+        return x.grad.numpy()
+
+    for run in (lambda: model.predict_on_batch(images), input_gradient):
+        (direct, direct_calls), (keras_walk, keras_calls) = through("direct", run), through("keras", run)
+        assert direct_calls == set() and keras_calls == inner
+        np.testing.assert_allclose(direct, keras_walk, rtol=1e-6, atol=1e-6 * float(np.abs(keras_walk).max()))
+
+    seen = []
+    hook = model.get_layer("stem_conv").register_forward_hook(lambda module, args, output: seen.append(1))
+    assert through("direct", lambda: model.predict_on_batch(images))[1] == inner and seen == [1]
+    hook.remove()
+    layer = model.get_layer("head_pool")
+    layer.activity_regularizer = keras.regularizers.L2(1.0)
+    with torch.no_grad():
+        assert through("direct", lambda: model(images, training=False))[1] == inner
+    assert layer.losses
+    layer.activity_regularizer = None
+    assert through("direct", lambda: model.predict_on_batch(images))[1] == set()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    assert through("direct", lambda: model.train_on_batch(images, np.zeros((2, 1000))))[1] == inner
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    called.clear()
+    mixed.predict_on_batch(images)
+    assert set(called) - {mixed.name} == {layer.name for layer in mixed.layers[1:]}
+
+
 @pytest.fixture(scope="module")
 def tensorflow_logits():
     """The parent's TensorFlow logits (test_backends.py writes them before this run starts)."""
