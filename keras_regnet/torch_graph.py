@@ -1,4 +1,4 @@
-"""A model of ours infers on PyTorch by calling its layers' ``call`` directly, in graph order.
+"""A model of ours runs on PyTorch by calling its layers' ``call`` directly, in graph order.
 
 Keras's functional model calls each layer through ``Layer.__call__``: input conversion, the
 call-context bookkeeping, masks, autocast scopes, activity regularisers, all in Python, for
@@ -8,8 +8,8 @@ image at 224x224: 81 ms through Keras's graph walk, 35 ms calling the layers' ``
 same order (docs/performance.md); on a GPU the same host-side cost bounds the images/s.
 
 :func:`call_layers_directly` gives a model that walk, used only while every one of those steps
-would do nothing: an inference call (``training`` None or False) on one float32 PyTorch tensor
-without a mask, every layer float32 (no mixed precision, no quantisation), built, without an
+would do nothing: a call (inference or training: ``training`` None, False or True) on one
+float32 input without a mask, every layer float32 (no mixed precision, no quantisation), built, without an
 activity regulariser, rematerialisation or PyTorch module hook, outside ``torch.compile`` /
 ``torch.export`` and Keras's stateless scope. Anything else goes through Keras's own
 ``Functional.call``. The model's own ``__call__`` still runs (input checks, the call context
@@ -47,7 +47,7 @@ _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def call_layers_directly(model: keras.Model) -> bool:
-    """Lets ``model`` (one input, one output) infer on PyTorch by calling its layers' ``call`` in
+    """Lets ``model`` (one input, one output) run on PyTorch by calling its layers' ``call`` in
     graph order; False, and nothing changed, on another backend or where its graph cannot be read.
 
     Example:
@@ -96,7 +96,7 @@ def _plan_of(model: keras.Model) -> _Plan | None:
 
 def _call(self: keras.Model, inputs, training=None, mask=None, **kwargs):
     plan = _PLANS.get(self)
-    if plan is not None and mask is None and not kwargs and training in (None, False):
+    if plan is not None and mask is None and not kwargs and training in (None, False, True):
         flat = self._standardize_inputs(inputs)  # as Functional.call: arrays to tensors, rank
         if len(flat) == 1 and _walk_is_exact(plan, flat[0]):
             return _walk(plan, flat[0], training)
@@ -104,8 +104,7 @@ def _call(self: keras.Model, inputs, training=None, mask=None, **kwargs):
 
 
 def _walk_is_exact(plan: _Plan, inputs) -> bool:
-    """Whether skipping ``Layer.__call__`` changes nothing for this inference call (the module
-    docstring)."""
+    """Whether skipping ``Layer.__call__`` changes nothing for this call (the module docstring)."""
     import torch
 
     if not isinstance(inputs, torch.Tensor):

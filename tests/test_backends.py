@@ -132,4 +132,4 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
     assert passed(r"test_torch_fused_batch_norm") == (6 if backend == "torch" else 0), backend
     assert passed(r"test_torch_kernel_cache") == (3 if backend == "torch" else 0), backend
     assert passed(r"test_torch_inference_fuses") == (2 if backend == "torch" else 0), backend
-    assert passed(r"test_torch_inference_calls_the_layers") == (1 if backend == "torch" else 0), backend
+    assert passed(r"test_torch_calls_the_layers_directly") == (1 if backend == "torch" else 0), backend

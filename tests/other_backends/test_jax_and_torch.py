@@ -244,12 +244,13 @@ def test_torch_inference_fuses_every_batch_norm_relu_padding_and_add_and_only_wh
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="Keras's per-layer call skipped: the PyTorch backend only")
-def test_torch_inference_calls_the_layers_directly_only_where_kerass_call_would_do_nothing(monkeypatch):
-    """An inference call of a built model (predict, or a call with training=False in autograd,
-    as a frozen backbone is called) goes through Keras's ``Layer.__call__`` for the model alone
-    and calls its layers' ``call`` directly (keras_regnet/torch_graph.py), giving Keras's own
-    graph walk's logits and input gradients; training, a PyTorch hook on a layer, an activity
-    regulariser and mixed precision go through Keras's walk, where what they do happens."""
+def test_torch_calls_the_layers_directly_only_where_kerass_call_would_do_nothing(monkeypatch):
+    """A built model's call (predict, a call with training=False in autograd as a frozen
+    backbone is called, a train step) goes through Keras's ``Layer.__call__`` for the model
+    alone and calls its layers' ``call`` directly (keras_regnet/torch_graph.py), giving Keras's
+    own graph walk's logits, input gradients, loss and updated weights; a PyTorch hook on a
+    layer, an activity regulariser and mixed precision go through Keras's walk, where what they
+    do happens."""
     import torch
 
     from keras_regnet import torch_graph
@@ -300,8 +301,19 @@ def test_torch_inference_calls_the_layers_directly_only_where_kerass_call_would_
     assert layer.losses
     layer.activity_regularizer = None
     assert through("direct", lambda: model.predict_on_batch(images))[1] == set()
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
-    assert through("direct", lambda: model.train_on_batch(images, np.zeros((2, 1000))))[1] == inner
+    # Training too: from the same weights, Keras's walk's loss and updated weights.
+    twin = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    twin.set_weights(model.get_weights())
+    torch_graph._PLANS.pop(twin)
+    targets = np.random.default_rng(5).normal(size=(2, 1000)).astype("float32")
+    for each in (model, twin):
+        each.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        each.train_on_batch(images, targets)  # the first one also builds Keras's metrics symbolically
+    loss, calls = through("direct", lambda: model.train_on_batch(images, targets))
+    assert calls == set()
+    np.testing.assert_allclose(loss, twin.train_on_batch(images, targets), rtol=1e-6)
+    for ours, keras_walk in zip(model.get_weights(), twin.get_weights()):
+        np.testing.assert_allclose(ours, keras_walk, rtol=1e-6, atol=1e-7)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         mixed = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3))
