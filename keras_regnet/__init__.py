@@ -64,11 +64,16 @@ def _load_keras_parts() -> None:
 
 
 def _started_as_the_cli() -> bool:
-    """True inside the ``keras-regnet`` command (or ``python -m keras_regnet.cli``): ``list``,
-    ``--help`` and ``sweep sample`` need no Keras, and the commands that do import it
-    themselves (``cli.py``)."""
+    """True inside the ``keras-regnet`` command (or ``python -m keras_regnet.cli``) and this
+    checkout's ``training/train.py``: ``list``, ``--help``, ``sweep sample`` and the trainer's
+    flag checks need no Keras, and what does loads it itself (``cli.py``, the trainer)."""
     main = _sys.modules.get("__main__")
-    if _os.path.basename(getattr(main, "__file__", None) or "").startswith("keras-regnet"):
+    main_file = getattr(main, "__file__", None) or ""
+    if _os.path.basename(main_file).startswith("keras-regnet"):
+        return True
+    checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    trainer = _os.path.join(checkout, "training", "train.py")
+    if main_file and _os.path.abspath(main_file) == trainer:
         return True
     # `python [options] -m keras_regnet.cli`: the package is imported before __main__ is set.
     argv = getattr(_sys, "orig_argv", [])

@@ -74,6 +74,16 @@ def _imported_modules(importtime_stderr: str) -> set[str]:
     return {line.rsplit("|", 1)[-1].strip() for line in importtime_stderr.splitlines() if "|" in line}
 
 
+def _one_line_before_keras(result, prefix: str) -> str:
+    """A `python -X importtime` process's one error line: exit status 2, nothing else on stderr,
+    no TensorFlow, Keras, KerasHub or PyTorch imported."""
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(prefix), lines
+    heavy = {m for m in _imported_modules(result.stderr) if m.split(".")[0] in HEAVY_PACKAGES}
+    assert not heavy, sorted(heavy)[:5]
+    return lines[0]
+
+
 LIGHT_COMMANDS = {"list": (["list"], "RegNetY320"), "help": (["--help"], "usage: keras-regnet"),
                   "sweep-sample": (["sweep", "sample", "--space", "RegNetX", "--n", "3"], "wrote 3 RegNetX"),
                   "weights": (["weights"], "tv2_in1k"),
@@ -141,12 +151,38 @@ def test_argument_errors_end_before_keras_loads_or_weights_download(case, tmp_pa
     result = subprocess.run([sys.executable, "-X", "importtime", _console_script(), *argv],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path,
                             env=dict(os.environ, KERAS_HOME=str(tmp_path / "home")))
-    lines = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
-    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("keras-regnet: error: "), lines
-    assert expected in lines[0], lines
-    heavy = {m for m in _imported_modules(result.stderr) if m.split(".")[0] in HEAVY_PACKAGES}
-    assert not heavy, sorted(heavy)[:5]
+    assert expected in _one_line_before_keras(result, "keras-regnet: error: ")
     assert sorted(os.listdir(tmp_path)) == []  # no output, no weights cache
+
+
+# The trainer's flag mistakes -> its one line: absl's parse, TrainConfig's checks, a positional.
+TRAINER_ERRORS = {
+    "strategy": (["--strategy", "bogus"], "flag --strategy=bogus: value should be one of <mirrored|"),
+    "integer": (["--epochs", "x"], "flag --epochs=x: invalid literal for int()"),
+    "unknown flag": (["--epoch", "3"], "Unknown command line flag 'epoch'"),
+    "model": (["--model", "RegNetX04"], "did you mean RegNetX004"),
+    "positional": (["extra"], "unexpected arguments ['extra']"),
+}
+
+
+@pytest.mark.parametrize("started_as", ["training/train.py", "keras-regnet train"])
+@pytest.mark.parametrize("case", TRAINER_ERRORS)
+def test_trainer_flag_mistakes_end_in_one_line_before_tensorflow_loads(case, started_as, tmp_path):
+    """The trainer as a user starts it, with a mistyped flag: exit status 2 and one line, in a
+    fresh process that never imports TensorFlow (they took ~7 s of imports first; the demo's
+    data was written before a wrong model name was noticed) and writes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import TRAIN
+
+    argv, expected = TRAINER_ERRORS[case]
+    entry = [TRAIN] if started_as == "training/train.py" else [_console_script(), "train"]
+    result = subprocess.run([sys.executable, "-X", "importtime", *entry, *argv], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert expected in _one_line_before_keras(result, "train: error: ")
+    assert sorted(os.listdir(tmp_path)) == []
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import dataclasses
 import os
 
 from keras_regnet.design.sampling import design_record, spec_from_record, split_design_reference
-from keras_regnet.preprocessing import EvalTransform
 from keras_regnet.training.rendezvous import split_address
+from keras_regnet.transforms import EvalTransform  # not preprocessing: that loads TensorFlow
 from keras_regnet.variants import get_variant
 
 RECIPES = ("pycls", "modern")

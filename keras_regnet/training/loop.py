@@ -33,16 +33,13 @@ from keras_regnet.training import lock
 from keras_regnet.training.config import Recipe, TrainConfig
 from keras_regnet.training.config import recipe as get_recipe
 from keras_regnet.training.distribute import make_strategy
+from keras_regnet.training.errors import NonFiniteLossError  # noqa: F401 (raised here; its old home)
 from keras_regnet.training.optim import TorchSGD
 from keras_regnet.weight_choice import resolve_weights
 from keras_regnet.weights import load_weights, save_keras_weights
 
 log = logging.getLogger(__name__)
 METRICS_HISTORY = "metrics_history.jsonl"
-
-
-class NonFiniteLossError(FloatingPointError):
-    pass
 
 
 def build_model(config: TrainConfig, spec=None) -> keras.Model:

@@ -62,25 +62,23 @@ def is_demo() -> bool:
 
 
 def config_from_flags() -> TrainConfig:
-    """The flags given, over the demo's defaults (no data given) and TrainConfig's."""
+    """The flags given, over the demo's defaults (no data given) and TrainConfig's, checked in
+    plain Python (a mistake is reported before TensorFlow loads). The demo's data folder is
+    named here and written by :func:`_train`."""
     given = {f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainConfig)
              if FLAGS[f.name].value is not None}
     if not is_demo():
         return TrainConfig(**given)
-    from keras_regnet.training.demo import prepare
-
     config = DEMO_DEFAULTS | {"model_dir": os.path.join("runs", "demo")} | given
-    return TrainConfig(**config, data_dir=prepare(os.path.join(config["model_dir"], "demo_data")))
+    return TrainConfig(**config, data_dir=os.path.join(config["model_dir"], "demo_data"))
 
 
 def main(argv: list[str]) -> int:
     """Trains from the flags; a user's mistake ends in one line on stderr and exit status 2
     (1 when the loss diverges), never a traceback."""
+    from keras_regnet.training.errors import NonFiniteLossError
     from keras_regnet.training.lock import DirectoryInUseError
-    from keras_regnet.training.loop import NonFiniteLossError
 
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag.")
     # The trainer's own lines (strategy, resume, label offset) at INFO; TensorFlow's INFO logs
     # (all-reduce plans, checkpoint sharding, SavedModel assets) stay off unless --verbosity 0
     # (absl's flag) asks for them.
@@ -98,13 +96,20 @@ def main(argv: list[str]) -> int:
 
 
 def _train() -> int:
+    config = config_from_flags()
+    from keras_regnet import keras_side
+
+    keras_side.load()  # what `import keras_regnet` does; training/train.py defers it to here
     replicas = FLAGS.cpu_replicas if FLAGS.cpu_replicas is not None else (
         DEMO_DEFAULTS["cpu_replicas"] if is_demo() else 0)
     if replicas > 1 and (FLAGS.strategy or "mirrored") in ("mirrored", "multi_worker"):
         from keras_regnet.training.distribute import split_cpu
 
         split_cpu(replicas)  # before the demo data writer starts TensorFlow's devices
-    config = config_from_flags()
+    if is_demo():
+        from keras_regnet.training.demo import prepare
+
+        prepare(config.data_dir)
     if FLAGS.benchmark_input:
         from keras_regnet.training.benchmark import benchmark_input
 
@@ -128,6 +133,19 @@ def _train() -> int:
 
 
 def run_main(argv: list[str] | None = None) -> None:
-    """Parses ``argv`` (default ``sys.argv``) and trains; exits with the run's status."""
+    """Parses ``argv`` (default ``sys.argv``) and trains; exits with the run's status. A flag
+    absl cannot parse (an unknown one, a value outside its choices or type) ends in one line
+    and status 2, as the trainer's other mistakes do."""
     define_flags()
-    app.run(main, argv=argv if argv is not None else sys.argv)
+    argv = argv if argv is not None else sys.argv
+    app.define_help_flags()  # --help / --helpfull, which app.run would add, parse here too
+    try:
+        unparsed = FLAGS(argv)
+    except flags.Error as err:
+        print(f"train: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if len(unparsed) > 1:
+        print(f"train: error: unexpected arguments {unparsed[1:]}; every option is a --flag.",
+              file=sys.stderr)
+        sys.exit(2)
+    app.run(main, argv=argv)
