@@ -248,9 +248,9 @@ def test_torch_calls_the_layers_directly_only_where_kerass_call_would_do_nothing
     """A built model's call (predict, a call with training=False in autograd as a frozen
     backbone is called, a train step) goes through Keras's ``Layer.__call__`` for the model
     alone and calls its layers' ``call`` directly (keras_regnet/torch_graph.py), giving Keras's
-    own graph walk's logits, input gradients, loss and updated weights; a PyTorch hook on a
-    layer, an activity regulariser and mixed precision go through Keras's walk, where what they
-    do happens."""
+    own graph walk's logits, input gradients, loss and updated weights, also as a layer of a
+    model built around it; a PyTorch hook on a layer, an activity regulariser and mixed
+    precision go through Keras's walk, where what they do happens."""
     import torch
 
     from keras_regnet import torch_graph
@@ -314,6 +314,10 @@ def test_torch_calls_the_layers_directly_only_where_kerass_call_would_do_nothing
     np.testing.assert_allclose(loss, twin.train_on_batch(images, targets), rtol=1e-6)
     for ours, keras_walk in zip(model.get_weights(), twin.get_weights()):
         np.testing.assert_allclose(ours, keras_walk, rtol=1e-6, atol=1e-7)
+    # Inside a model built around it (a fine-tuned classifier), ours still walks its own layers.
+    inputs = keras.Input((64, 64, 3))
+    classifier = keras.Model(inputs, keras.layers.Dense(3, name="head")(model(inputs, training=False)))
+    assert through("direct", lambda: classifier.predict_on_batch(images))[1] == {classifier.name, "head"}
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         mixed = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3))
