@@ -95,8 +95,9 @@ def _plan_of(model: keras.Model) -> _Plan | None:
 
 
 def _call(self: keras.Model, inputs, training=None, mask=None, **kwargs):
+    """The model's ``call``: the direct walk where it is exact, else ``Functional.call``."""
     plan = _PLANS.get(self)
-    if plan is not None and mask is None and not kwargs and training in (None, False, True):
+    if plan is not None and mask is None and not kwargs and (training is None or isinstance(training, bool)):
         flat = self._standardize_inputs(inputs)  # as Functional.call: arrays to tensors, rank
         if len(flat) == 1 and _walk_is_exact(plan, flat[0]):
             return _walk(plan, flat[0], training)
