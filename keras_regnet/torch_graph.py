@@ -18,6 +18,7 @@ that :mod:`keras_regnet.torch_inference` fuses within).
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import types
 import weakref
@@ -44,6 +45,8 @@ class _Plan(NamedTuple):
 # Keyed by model, out of its attributes (Keras's saving walks those); a copy of the model has no
 # plan and calls through Keras.
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# The model whose graph the innermost direct walk is running, and its training flag.
+_WALKING: contextvars.ContextVar = contextvars.ContextVar("keras_regnet_walking", default=None)
 
 
 def call_layers_directly(model: keras.Model) -> bool:
@@ -100,8 +103,24 @@ def _call(self: keras.Model, inputs, training=None, mask=None, **kwargs):
     if plan is not None and mask is None and not kwargs and (training is None or isinstance(training, bool)):
         flat = self._standardize_inputs(inputs)  # as Functional.call: arrays to tensors, rank
         if len(flat) == 1 and _walk_is_exact(plan, flat[0]):
-            return _walk(plan, flat[0], training)
+            token = _WALKING.set((self, training))
+            try:
+                return _walk(plan, flat[0], training)
+            finally:
+                _WALKING.reset(token)
     return type(self).call(self, inputs, training=training, mask=mask, **kwargs)
+
+
+def walking_in_inference(model: keras.Model) -> bool:
+    """Whether the layer being called now is one of ``model``'s, called by its direct walk in
+    inference: then its own graph, whoever called the model (it may be a layer of another).
+
+    Example:
+        >>> walking_in_inference(keras_regnet.RegNetX002(weights=None, input_shape=(32, 32, 3)))
+        False
+    """
+    walking = _WALKING.get()
+    return walking is not None and walking[0] is model and not walking[1]
 
 
 def _walk_is_exact(plan: _Plan, inputs) -> bool:

@@ -18,11 +18,13 @@ padding (fill + copy) 5%. Here, around a conv of ours:
 
 Only where that is exact: :func:`mark_fusions` marks the patterns
 :mod:`keras_regnet.folding` would fold (each layer the next one's only reader, none shared), for
-one model, the one our builders return. They fuse only while that model itself is the layer
-being called (Keras's call context), in inference, outside autograd and ``torch.compile``; a
-model built on an inner layer's output, a layer called alone, training and every other backend
-compute as before. A fused tensor carries the layers it already did the work of, and a layer
-passes through only a tensor that names it. The folded kernel is kept until a variable changes.
+one model, the one our builders return. They fuse only while that model's own graph runs: the
+model itself being called (Keras's call context), or its direct walk
+(:mod:`keras_regnet.torch_graph`) running as a layer of another model; in inference, outside
+autograd and ``torch.compile``. A model built on an inner layer's output, a layer called alone,
+training and every other backend compute as before. A fused tensor carries the layers it
+already did the work of, and a layer passes through only a tensor that names it. The folded
+kernel is kept until a variable changes.
 """
 
 from __future__ import annotations
@@ -108,11 +110,17 @@ def _plain_relu(layer) -> bool:
 
 
 def _fusing_now(model_ref: weakref.ref) -> bool:
-    """Whether the model a fusion belongs to is being called, in inference, outside autograd."""
+    """Whether the model a fusion belongs to is being called, in inference, outside autograd:
+    called itself (Keras's call context names it), or walking its own graph
+    (:mod:`keras_regnet.torch_graph`) as a layer of another model."""
     import torch
+
+    from keras_regnet import torch_graph
 
     if torch.is_grad_enabled() or torch.compiler.is_compiling() or model_ref() is None:
         return False
+    if torch_graph.walking_in_inference(model_ref()):
+        return True
     context = _call_context()
     return context is not None and context.entry_layer is model_ref() and not context.get_value("training")
 

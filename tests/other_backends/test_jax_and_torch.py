@@ -193,8 +193,8 @@ def test_torch_inference_fuses_every_batch_norm_relu_padding_and_add_and_only_wh
     """A built model's predict folds each batch norm into its conv, runs each ReLU after one as
     the conv's post-op, each zero padding inside the conv after it and each residual add with
     its ReLU (each of those layers named once by a fused tensor), with the logits of the
-    unfused computation (a call in autograd, where nothing fuses); a model built on an inner
-    conv's output gets that conv's raw output; training
+    unfused computation (a call in autograd, where nothing fuses), also as a layer of a model
+    built around it; a model built on an inner conv's output gets that conv's raw output; training
     normalises with batch statistics and moves the moving averages (a batch norm handed a
     folded conv output in training raises)."""
     import torch
@@ -229,12 +229,19 @@ def test_torch_inference_fuses_every_batch_norm_relu_padding_and_add_and_only_wh
                                atol=1e-5 * float(np.max(np.abs(expected))))
     assert len(fused) == 2 * len(batch_norms + relus + paddings)
 
+    # Inside a model built around it (a fine-tuned classifier), the same fusions and logits.
+    inputs = keras.Input((64, 64, 3))
+    classifier = keras.Model(inputs, keras.layers.Identity()(model(inputs, training=False)))
+    np.testing.assert_allclose(classifier.predict_on_batch(images), expected, rtol=0,
+                               atol=1e-5 * float(np.max(np.abs(expected))))
+    assert len(fused) == 3 * len(batch_norms + relus + paddings)
+
     conv = model.get_layer(next(n for n in batch_norms if n.endswith("_conv1_bn")).removesuffix("_bn"))
     inner = keras.Model(model.inputs, conv.output)
     with torch.no_grad():
         raw = keras.ops.convert_to_numpy(inner(images, training=False))
     np.testing.assert_allclose(inner.predict_on_batch(images), raw, rtol=1e-6, atol=1e-6)
-    assert len(fused) == 2 * len(batch_norms + relus + paddings)  # the inner model fused nothing
+    assert len(fused) == 3 * len(batch_norms + relus + paddings)  # the inner model fused nothing
 
     bn = model.get_layer(batch_norms[0])
     before = keras.ops.convert_to_numpy(bn.moving_mean)
