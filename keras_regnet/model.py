@@ -198,6 +198,8 @@ def feature_pyramid(model: keras.Model) -> keras.Model:
     names = pyramid_layer_names(model)
     outputs = {level: model.get_layer(layer).output for level, layer in names.items()}
     pyramid = keras.Model(model.inputs, outputs, name=f"{model.name}_pyramid")
+    if keras.backend.backend() == "torch":
+        call_layers_directly(pyramid)  # its layers called without Keras's per-call work (torch_graph.py)
     axis = regnet_layers.channel_axis()
     pyramid.channels = {level: int(t.shape[axis]) for level, t in outputs.items()}
     pyramid.strides = {level: 2 ** int(level[1:]) for level in outputs}

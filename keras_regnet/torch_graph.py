@@ -38,7 +38,8 @@ class _Plan(NamedTuple):
     input_id: int
     input_rank: int
     steps: tuple[_Step, ...]
-    output_id: int
+    output_ids: tuple[int, ...]  # the model's outputs, flattened ...
+    outputs: Any  # ... and their structure (one tensor, a dict of pyramid levels)
     layers: tuple[keras.layers.Layer, ...]
 
 
@@ -50,7 +51,7 @@ _WALKING: contextvars.ContextVar = contextvars.ContextVar("keras_regnet_walking"
 
 
 def call_layers_directly(model: keras.Model) -> bool:
-    """Lets ``model`` (one input, one output) run on PyTorch by calling its layers' ``call`` in
+    """Lets ``model`` (one input; any outputs) run on PyTorch by calling its layers' ``call`` in
     graph order; False, and nothing changed, on another backend or where its graph cannot be read.
 
     Example:
@@ -75,7 +76,7 @@ def _plan_of(model: keras.Model) -> _Plan | None:
     if set(getattr(model, "_call_context_args", {"training"})) != {"training"}:
         return None  # a call-context argument the walk would not pass on
     try:
-        (model_input,), (model_output,) = model.inputs, model.outputs
+        (model_input,), outputs = model.inputs, model._outputs_struct
         depths = sorted(model._nodes_by_depth, reverse=True)
         known, steps = {id(model_input)}, []
         for depth in depths:
@@ -91,9 +92,10 @@ def _plan_of(model: keras.Model) -> _Plan | None:
                 known.update(id(t) for t in node.outputs)
     except (AttributeError, TypeError, ValueError):
         return None
-    if id(model_output) not in known:
+    output_ids = tuple(id(t) for t in model.outputs)
+    if not all(i in known for i in output_ids):
         return None
-    return _Plan(id(model_input), len(model_input.shape), tuple(steps), id(model_output),
+    return _Plan(id(model_input), len(model_input.shape), tuple(steps), output_ids, outputs,
                  tuple(step.layer for step in steps))
 
 
@@ -152,7 +154,7 @@ def _walk(plan: _Plan, inputs, training):
             values[outputs[0]] = result
         else:
             values.update(zip(outputs, keras.tree.flatten(result)))
-    return values[plan.output_id]
+    return keras.tree.pack_sequence_as(plan.outputs, [values[i] for i in plan.output_ids])
 
 
 def _module_hooks(layer) -> bool:

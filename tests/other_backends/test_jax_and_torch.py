@@ -256,8 +256,9 @@ def test_torch_calls_the_layers_directly_only_where_kerass_call_would_do_nothing
     backbone is called, a train step) goes through Keras's ``Layer.__call__`` for the model
     alone and calls its layers' ``call`` directly (keras_regnet/torch_graph.py), giving Keras's
     own graph walk's logits, input gradients, loss and updated weights, also as a layer of a
-    model built around it; a PyTorch hook on a layer, an activity regulariser and mixed
-    precision go through Keras's walk, where what they do happens."""
+    model built around it, and its feature pyramid's levels; a PyTorch hook on a layer, an
+    activity regulariser and mixed precision go through Keras's walk, where what they do
+    happens."""
     import torch
 
     from keras_regnet import torch_graph
@@ -325,6 +326,16 @@ def test_torch_calls_the_layers_directly_only_where_kerass_call_would_do_nothing
     inputs = keras.Input((64, 64, 3))
     classifier = keras.Model(inputs, keras.layers.Dense(3, name="head")(model(inputs, training=False)))
     assert through("direct", lambda: classifier.predict_on_batch(images))[1] == {classifier.name, "head"}
+    # The feature pyramid (a dict of outputs) walks directly too, with Keras's walk's levels.
+    pyramid = keras_regnet.feature_pyramid(model)
+    called.clear()
+    levels = pyramid.predict_on_batch(images)
+    assert set(called) == {pyramid.name}
+    with torch.no_grad():
+        keras_levels = type(pyramid).call(pyramid, torch.as_tensor(images))
+    assert sorted(levels) == sorted(keras_levels) == [f"P{i}" for i in range(1, 6)]
+    for level, value in levels.items():
+        np.testing.assert_array_equal(value, keras_levels[level].numpy())
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         mixed = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3))
