@@ -100,12 +100,10 @@ def _train() -> int:
     from keras_regnet import keras_side
 
     keras_side.load()  # what `import keras_regnet` does; training/train.py defers it to here
-    replicas = FLAGS.cpu_replicas if FLAGS.cpu_replicas is not None else (
-        DEMO_DEFAULTS["cpu_replicas"] if is_demo() else 0)
-    if replicas > 1 and (FLAGS.strategy or "mirrored") in ("mirrored", "multi_worker"):
+    if config.cpu_replicas > 1 and config.strategy in ("mirrored", "multi_worker"):
         from keras_regnet.training.distribute import split_cpu
 
-        split_cpu(replicas)  # before the demo data writer starts TensorFlow's devices
+        split_cpu(config.cpu_replicas)  # before the demo data writer starts TensorFlow's devices
     if is_demo():
         from keras_regnet.training.demo import prepare
 
