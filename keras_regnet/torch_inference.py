@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 import keras
 
-from keras_regnet import conv_ops
+from keras_regnet import conv_ops, torch_graph
 
 _MARK = "_keras_regnet_fused_into"  # on a tensor: the layers whose work it already holds
 
@@ -114,8 +114,6 @@ def _fusing_now(model_ref: weakref.ref) -> bool:
     called itself (Keras's call context names it), or walking its own graph
     (:mod:`keras_regnet.torch_graph`) as a layer of another model."""
     import torch
-
-    from keras_regnet import torch_graph
 
     if torch.is_grad_enabled() or torch.compiler.is_compiling() or model_ref() is None:
         return False
