@@ -38,6 +38,8 @@ class _Graph:
     @classmethod
     def of(cls, model: keras.Model) -> _Graph:
         config = model.get_config()
+        if "layers" not in config:  # a functional subclass with a config of its own (KerasHub's backbone)
+            config = keras.Model(model.inputs, model.outputs).get_config()  # the same layers
         calls, sources, readers = {}, {}, {}
         for layer in config["layers"]:
             name, nodes = layer["name"], layer.get("inbound_nodes", [])
