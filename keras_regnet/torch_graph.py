@@ -70,6 +70,17 @@ def call_layers_directly(model: keras.Model) -> bool:
     return True
 
 
+def calls_directly(model: keras.Model) -> bool:
+    """Whether :func:`call_layers_directly` gave ``model`` the direct walk.
+
+    Example:
+        >>> calls_directly(keras_regnet.RegNetX002(weights=None, input_shape=(32, 32, 3))) == (
+        ...     keras.backend.backend() == "torch")
+        True
+    """
+    return model in _PLANS
+
+
 def _plan_of(model: keras.Model) -> _Plan | None:
     """The layers to call, in the order Keras's graph walk calls them, or None where this Keras's
     functional internals are not what the walk reads."""

@@ -18,8 +18,9 @@ padding (fill + copy) 5%. Here, around a conv of ours:
 
 Only where that is exact: :func:`mark_fusions` marks the patterns
 :mod:`keras_regnet.folding` would fold (each layer the next one's only reader, none shared), for
-one model, the one our builders return. They fuse only while that model's own graph runs: the
-model itself being called (Keras's call context), or its direct walk
+one model: the one our builders return, or one no builder returned (loaded from a file,
+KerasHub's classes) on its first call (:func:`adopt_models_being_called`). They fuse only while
+that model's own graph runs: the model itself being called (Keras's call context), or its direct walk
 (:mod:`keras_regnet.torch_graph`) running as a layer of another model; in inference, outside
 autograd and ``torch.compile``. A model built on an inner layer's output, a layer called alone,
 training and every other backend compute as before. A fused tensor carries the layers it
@@ -104,6 +105,54 @@ def _conv_fusion_of(model, graph, layers: dict, conv, bn) -> _Fusion:
     return fusion
 
 
+# Models no builder of ours returned (a model loaded from a .keras file, KerasHub's
+# RegNetBackbone, built by its own class) are examined once, when a call reaches one of their
+# unmarked convs, and marked as the builders mark theirs: from the next call on they fold and
+# walk their layers directly.
+_EXAMINED: weakref.WeakSet = weakref.WeakSet()
+# The Keras layers our builders use beside our own. A model of only these (and ours) has no mask,
+# no layer that needs Keras's per-layer call: what a builder returns, loaded or rebuilt.
+_BUILDERS_KERAS_LAYERS = frozenset({keras.layers.InputLayer, keras.layers.Dense, keras.layers.Multiply,
+                                    keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D})
+
+
+def adopt_models_being_called() -> None:
+    """Marks the models being called (Keras's entry layer and the models nested in it) that hold
+    only our builders' layers, and none of whose layers another model has marked, as a builder
+    marks its model (:func:`mark_fusions`, :func:`torch_graph.call_layers_directly`); once per model.
+
+    Example:
+        >>> adopt_models_being_called()  # outside any call: nothing to do
+    """
+    context = _call_context()
+    entry = context.entry_layer if context is not None else None
+    if entry is None or entry in _EXAMINED:
+        return
+    for model in _models_within(entry):
+        if model in _EXAMINED:
+            continue
+        _EXAMINED.add(model)
+        if not _holds_only_builders_layers(model) or torch_graph.calls_directly(model):
+            continue
+        if not any(layer in _FUSIONS or layer in _PADDINGS or layer in _ADDS for layer in model.layers):
+            mark_fusions(model)  # its layers are no other model's to fuse
+        torch_graph.call_layers_directly(model)
+    _EXAMINED.add(entry)
+
+
+def _models_within(layer):
+    """``layer`` if it is a model, and every model nested in it."""
+    if isinstance(layer, keras.Model):
+        yield layer
+        for inner in layer.layers:
+            yield from _models_within(inner)
+
+
+def _holds_only_builders_layers(model: keras.Model) -> bool:
+    return all(type(layer) in _BUILDERS_KERAS_LAYERS or type(layer).__module__ == "keras_regnet.layers"
+               for layer in model.layers)
+
+
 def _plain_relu(layer) -> bool:
     """One of our ReLUs, without slope, cap or threshold: what a fused kernel's ReLU computes."""
     return isinstance(layer, keras.layers.ReLU) and getattr(layer, "computes_plain_relu", False)
@@ -170,6 +219,9 @@ class ConvCall(NamedTuple):
 def conv_fusion(conv: keras.layers.Conv2D, kernel, inputs) -> ConvCall | None:
     """How ``conv`` convolves ``inputs`` now, fused; None: as it is."""
     fusion = _FUSIONS.get(conv)
+    if fusion is None and not conv.use_bias:  # a conv that could fold: is its model one to adopt?
+        adopt_models_being_called()
+        fusion = _FUSIONS.get(conv)
     if fusion is None:
         return None
     padding = fusion.padding() if fusion.padding is not None else None

@@ -346,6 +346,69 @@ def test_torch_calls_the_layers_directly_only_where_kerass_call_would_do_nothing
     assert set(called) - {mixed.name} == {layer.name for layer in mixed.layers[1:]}
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's fusions and direct walk: the PyTorch backend only")
+def test_torch_speeds_up_loaded_and_kerashub_models_as_it_does_built_ones(tmp_path, monkeypatch):
+    """What no builder of ours returned: a model loaded from a .keras file, KerasHub's backbone
+    (built by its own class) and ours inside a loaded fine-tuned classifier fold every batch
+    norm, ReLU, padding and add, and call their layers directly, from the call after their
+    first (which marks them), with the logits of the unfused computation; a loaded model holding
+    a layer our builders never use goes through Keras's walk and fuses nothing."""
+    from keras_regnet import torch_inference
+    from keras_regnet.hub import RegNetBackbone
+    from keras_regnet.layers import FusedBatchNorm, FusibleReLU, FusibleZeroPadding2D
+
+    name = smallest_per_family()[1]  # the Y model: every layer kind
+    images = np.random.default_rng(6).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    fused, called = [], []
+    mark, keras_call = torch_inference.mark_fused, keras.layers.Layer.__call__
+    monkeypatch.setattr(torch_inference, "mark_fused", lambda tensor, *layers: (
+        fused.extend(layer.name for layer in layers), mark(tensor, *layers)))
+    monkeypatch.setattr(keras.layers.Layer, "__call__", lambda self, *args, **kwargs: (
+        called.append(self.name), keras_call(self, *args, **kwargs))[1])
+
+    def fusible(model):
+        return sorted(layer.name for layer in model.layers
+                      if isinstance(layer, (FusedBatchNorm, FusibleReLU, FusibleZeroPadding2D)))
+
+    def second_predict(model, expected):
+        """The second predict's outputs against ``expected``; (fused layers, layers called
+        through Keras's ``Layer.__call__``)."""
+        model.predict_on_batch(images)  # the first: marks the model
+        fused.clear(), called.clear()
+        got = model.predict_on_batch(images)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
+        return sorted(fused), set(called) - {model.name}
+
+    def unfused(model):
+        return keras.ops.convert_to_numpy(model(images, training=False))  # autograd on: nothing fuses
+
+    built = getattr(keras_regnet, name)(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    set_deterministic_weights(built)
+    built.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert second_predict(loaded, unfused(built)) == (fusible(loaded), set())
+
+    backbone = RegNetBackbone(name, image_shape=(64, 64, 3))
+    set_deterministic_weights(backbone)
+    assert second_predict(backbone, unfused(backbone)) == (fusible(backbone), set())
+
+    inputs = keras.Input((64, 64, 3))
+    features = built(inputs, training=False)
+    head = keras.layers.Dense(3, name="head")(keras.layers.Dropout(0.5, name="dropout")(features))
+    keras.Model(inputs, head, name="fine_tuned").save(tmp_path / "fine_tuned.keras")
+    fine_tuned = keras.saving.load_model(tmp_path / "fine_tuned.keras")
+    nested = fine_tuned.get_layer(built.name)
+    assert second_predict(fine_tuned, unfused(fine_tuned)) == (
+        fusible(nested), {nested.name, "dropout", "head"})
+
+    scaled = keras.layers.Rescaling(1.0, name="user_scaling")(inputs)  # not a layer our builders use
+    getattr(keras_regnet, name)(weights=None, input_tensor=scaled, classifier_activation=None).save(
+        tmp_path / "user_layer.keras")
+    with_user_layer = keras.saving.load_model(tmp_path / "user_layer.keras")
+    assert second_predict(with_user_layer, unfused(with_user_layer)) == (
+        [], {layer.name for layer in with_user_layer.layers[1:]})
+
+
 @pytest.fixture(scope="module")
 def tensorflow_logits():
     """The parent's TensorFlow logits (test_backends.py writes them before this run starts)."""
