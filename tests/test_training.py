@@ -613,10 +613,12 @@ def test_every_trainconfig_field_is_a_flag_with_the_librarys_choices():
     assert list(flags.FLAGS["recipe"].parser.enum_values) == list(config_lib.RECIPES)
 
 
-def test_train_help_says_what_the_demo_runs(capsys):
+@pytest.mark.parametrize("asked", ["--help", "-h", "--helpfull"])
+def test_train_help_says_what_the_demo_runs(capsys, asked):
     from keras_regnet.training.config import DEMO_DEFAULTS
 
-    result = run_trainer_in_process(capsys, "--help")
+    result = run_trainer_in_process(capsys, asked)
+    assert result.returncode == 0, result.stderr  # help asked for and given
     for name, value in DEMO_DEFAULTS.items():
         assert f"--{name}" in result.stdout or f"--[no]{name}" in result.stdout
         assert f"demo {value!r}" in " ".join(result.stdout.split())

@@ -133,15 +133,21 @@ def _train() -> int:
 def run_main(argv: list[str] | None = None) -> None:
     """Parses ``argv`` (default ``sys.argv``) and trains; exits with the run's status. A flag
     absl cannot parse (an unknown one, a value outside its choices or type) ends in one line
-    and status 2, as the trainer's other mistakes do."""
+    and status 2, as the trainer's other mistakes do; ``--help`` (``-h``) and ``--helpfull``
+    print the flags and exit 0."""
     define_flags()
     argv = argv if argv is not None else sys.argv
+    argv = argv[:1] + ["--help" if arg == "-h" else arg for arg in argv[1:]]  # as argparse's CLIs take it
     app.define_help_flags()  # --help / --helpfull, which app.run would add, parse here too
     try:
         unparsed = FLAGS(argv)
     except flags.Error as err:
         print(f"train: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except SystemExit as exited:
+        # Only absl's help flags exit while parsing: the usage printed, status 1. Help that was
+        # asked for succeeded (0, as `keras-regnet --help`), for scripts that check it.
+        sys.exit(0 if exited.code == 1 else exited.code)
     if len(unparsed) > 1:
         print(f"train: error: unexpected arguments {unparsed[1:]}; every option is a --flag.",
               file=sys.stderr)
