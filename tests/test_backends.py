@@ -111,7 +111,8 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
                "PyTorch's fused batch norm: the PyTorch backend only",
                "PyTorch's kernel cache: the PyTorch backend only",
                "PyTorch's fused inference: the PyTorch backend only",
-               "Keras's per-layer call skipped: the PyTorch backend only")
+               "Keras's per-layer call skipped: the PyTorch backend only",
+               "PyTorch's fusions and direct walk: the PyTorch backend only")
     skipped = {t: m for t, (o, m) in outcomes.items() if o == "skipped" and not m.startswith(allowed)}
     assert not skipped, (backend, skipped)
 
@@ -133,3 +134,4 @@ def _check_backend_run(backend: str, folder: pathlib.Path, returncode: int) -> N
     assert passed(r"test_torch_kernel_cache") == (3 if backend == "torch" else 0), backend
     assert passed(r"test_torch_inference_fuses") == (2 if backend == "torch" else 0), backend
     assert passed(r"test_torch_calls_the_layers_directly") == (1 if backend == "torch" else 0), backend
+    assert passed(r"test_torch_speeds_up_loaded_and_kerashub") == (1 if backend == "torch" else 0), backend
