@@ -39,6 +39,8 @@ class _Graph:
     def of(cls, model: keras.Model) -> _Graph:
         config = model.get_config()
         if "layers" not in config:  # a functional subclass with a config of its own (KerasHub's backbone)
+            if not (getattr(model, "inputs", None) and getattr(model, "outputs", None)):
+                raise NotImplementedError(f"{model.name} is not a functional model")
             config = keras.Model(model.inputs, model.outputs).get_config()  # the same layers
         calls, sources, readers = {}, {}, {}
         for layer in config["layers"]:

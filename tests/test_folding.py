@@ -106,6 +106,32 @@ def test_a_sequential_model_folds():
     _assert_same_function(model, folded, (12, 12, 3))
 
 
+def test_a_kerashub_backbone_folds_and_a_subclassed_model_is_refused_in_one_line():
+    """KerasHub's RegNetBackbone (a functional subclass whose config holds its spec, not its
+    layers) folds like the builders' models; a model with a ``call`` of its own has no graph to
+    fold and is named as such."""
+    from keras_regnet.hub import RegNetBackbone
+
+    backbone = RegNetBackbone("RegNetY002", image_shape=(None, None, 3))
+    randomize_batch_norms(backbone)
+    folded = keras_regnet.fold_batch_norms(backbone)
+    assert not _bn_names(folded) and _bn_names(backbone)
+    _assert_same_function(backbone, folded, (64, 48, 3))
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__(name="subclassed")
+            self.conv, self.bn = keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()
+
+        def call(self, x):
+            return self.bn(self.conv(x))
+
+    model = Subclassed()
+    model(np.zeros((1, 8, 8, 3), "float32"))
+    with pytest.raises(ValueError, match=r"functional or Sequential model; subclassed \(Subclassed\)"):
+        keras_regnet.fold_batch_norms(model)
+
+
 def test_folding_names_what_it_needs_when_given_a_model_name():
     with pytest.raises(TypeError, match="takes a Keras model"):
         keras_regnet.fold_batch_norms("RegNetX002")
