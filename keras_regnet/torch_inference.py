@@ -132,7 +132,8 @@ def adopt_models_being_called() -> None:
         if model in _EXAMINED:
             continue
         _EXAMINED.add(model)
-        if not _holds_only_builders_layers(model) or torch_graph.calls_directly(model):
+        if (not _functional(model) or not _holds_only_builders_layers(model)
+                or torch_graph.calls_directly(model)):
             continue
         if not any(layer in _FUSIONS or layer in _PADDINGS or layer in _ADDS for layer in model.layers):
             mark_fusions(model)  # its layers are no other model's to fuse
@@ -146,6 +147,12 @@ def _models_within(layer):
         yield layer
         for inner in layer.layers:
             yield from _models_within(inner)
+
+
+def _functional(model: keras.Model) -> bool:
+    """Whether ``model`` is a graph of layers (Keras's Functional, or a subclass of it such as
+    KerasHub's backbones), not a subclassed model with a ``call`` of its own."""
+    return any(cls.__name__ == "Functional" for cls in type(model).__mro__)
 
 
 def _holds_only_builders_layers(model: keras.Model) -> bool:

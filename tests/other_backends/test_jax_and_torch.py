@@ -352,7 +352,8 @@ def test_torch_speeds_up_loaded_and_kerashub_models_as_it_does_built_ones(tmp_pa
     (built by its own class) and ours inside a loaded fine-tuned classifier fold every batch
     norm, ReLU, padding and add, and call their layers directly, from the call after their
     first (which marks them), with the logits of the unfused computation; a loaded model holding
-    a layer our builders never use goes through Keras's walk and fuses nothing."""
+    a layer our builders never use, and a subclassed model of our layers, go through Keras's
+    walk and fuse nothing."""
     from keras_regnet import torch_inference
     from keras_regnet.hub import RegNetBackbone
     from keras_regnet.layers import FusedBatchNorm, FusibleReLU, FusibleZeroPadding2D
@@ -407,6 +408,18 @@ def test_torch_speeds_up_loaded_and_kerashub_models_as_it_does_built_ones(tmp_pa
     with_user_layer = keras.saving.load_model(tmp_path / "user_layer.keras")
     assert second_predict(with_user_layer, unfused(with_user_layer)) == (
         [], {layer.name for layer in with_user_layer.layers[1:]})
+
+    class Subclassed(keras.Model):  # our layers, but a call of its own: no graph to mark
+        def __init__(self):
+            super().__init__(name="subclassed")
+            self.conv = PointwiseConv2D(8, 1, use_bias=False, name="conv")
+            self.bn = FusedBatchNorm(name="conv_bn")
+
+        def call(self, x):
+            return self.bn(self.conv(x))
+
+    subclassed = Subclassed()
+    assert second_predict(subclassed, unfused(subclassed)) == ([], {"conv", "conv_bn"})
 
 
 @pytest.fixture(scope="module")
