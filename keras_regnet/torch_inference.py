@@ -124,6 +124,10 @@ def adopt_models_being_called() -> None:
     Example:
         >>> adopt_models_being_called()  # outside any call: nothing to do
     """
+    import torch
+
+    if torch.compiler.is_compiling():
+        return  # nothing to trace for torch.compile: the next eager call marks the model
     context = _call_context()
     entry = context.entry_layer if context is not None else None
     if entry is None or entry in _EXAMINED:
