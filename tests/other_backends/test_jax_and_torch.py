@@ -354,6 +354,8 @@ def test_torch_speeds_up_loaded_and_kerashub_models_as_it_does_built_ones(tmp_pa
     first (which marks them), with the logits of the unfused computation; a loaded model holding
     a layer our builders never use, and a subclassed model of our layers, go through Keras's
     walk and fuse nothing."""
+    import torch
+
     from keras_regnet import torch_inference
     from keras_regnet.hub import RegNetBackbone
     from keras_regnet.layers import FusedBatchNorm, FusibleReLU, FusibleZeroPadding2D
@@ -387,6 +389,19 @@ def test_torch_speeds_up_loaded_and_kerashub_models_as_it_does_built_ones(tmp_pa
     set_deterministic_weights(built)
     built.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert second_predict(loaded, unfused(built)) == (fusible(loaded), set())
+    # A loaded model's feature pyramid walks directly (it was built so) but does not fold (it reads
+    # inner outputs); the model itself, called after it, still folds.
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    pyramid = keras_regnet.feature_pyramid(loaded)
+    pyramid.predict_on_batch(images)
+    fused.clear()
+    levels = pyramid.predict_on_batch(images)
+    with torch.no_grad():
+        keras_levels = type(pyramid).call(pyramid, torch.as_tensor(images))
+    assert fused == [] and sorted(levels) == sorted(keras_levels)
+    for level, value in levels.items():
+        np.testing.assert_array_equal(value, keras_levels[level].numpy())
     assert second_predict(loaded, unfused(built)) == (fusible(loaded), set())
 
     backbone = RegNetBackbone(name, image_shape=(64, 64, 3))
