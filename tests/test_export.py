@@ -139,6 +139,22 @@ def test_a_fine_tuned_custom_head_serves_its_keras_top1_with_onednn_off(tmp_path
     assert_serves_like_keras(path, model, tmp_path, "0", top1=True)
 
 
+def test_a_kerashub_classifier_exports_folded_and_serves_like_keras_with_onednn_off(tmp_path, caplog):
+    """KerasHub's RegNetImageClassifier (functional subclasses: the classifier and its backbone)
+    is exported with its batch norms folded (it was exported unfolded, with a warning, before
+    folding read such graphs) and plain TensorFlow with oneDNN off serves what Keras computes."""
+    from keras_regnet.hub import RegNetBackbone, RegNetImageClassifier
+
+    keras.utils.set_random_seed(2)
+    # Probabilities, as the other served models give: assert_serves_like_keras's 1e-5 is absolute.
+    classifier = RegNetImageClassifier(RegNetBackbone(conftest.shallow("RegNetY002")), num_classes=5,
+                                       activation="softmax")
+    conftest.randomize_batch_norms(classifier.backbone)  # its BNs: not identities
+    path = export.export_saved_model(classifier, str(tmp_path / "hub"), 1)
+    assert "without folding" not in caplog.text
+    assert_serves_like_keras(path, classifier, tmp_path, "0")
+
+
 def _jpeg(image: np.ndarray) -> bytes:
     from PIL import Image
 
