@@ -624,6 +624,22 @@ def test_train_help_says_what_the_demo_runs(capsys, asked):
         assert f"demo {value!r}" in " ".join(result.stdout.split())
 
 
+@pytest.mark.parametrize("args, model_dir", [(["--model_dir", "-h"], "-h"), (["--", "-h"], None)])
+def test_a_dash_h_as_a_value_or_after_the_options_is_not_help(capsys, monkeypatch, args, model_dir):
+    """``-h`` means ``--help`` only where it stands as an option: ``--model_dir -h`` names a
+    directory (absl's ``--flag value`` form), and after ``--`` it is a positional argument."""
+    from keras_regnet.training import main as main_lib
+
+    trained = []
+    monkeypatch.setattr(main_lib, "_train",
+                        lambda: trained.append(main_lib.config_from_flags().model_dir) or 0)
+    result = run_trainer_in_process(capsys, *args)
+    if model_dir is None:
+        assert result.returncode == 2 and "unexpected arguments ['-h']" in result.stderr, result
+    else:
+        assert result.returncode == 0 and trained == [model_dir], (result, trained)
+
+
 def test_steps_per_epoch_come_from_the_stored_record_count(demo_dir, tmp_path):
     import shutil
 

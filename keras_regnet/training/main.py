@@ -130,6 +130,21 @@ def _train() -> int:
     return 0
 
 
+def _help_alias_expanded(argv: list[str]) -> list[str]:
+    """``argv`` with ``-h`` as ``--help`` (as argparse's CLIs take it) where it stands as an option,
+    not where it is the value of the flag before it (``--model_dir -h``) or follows ``--``."""
+    expanded = argv[:1]
+    takes_value = False
+    for position, arg in enumerate(argv[1:], start=1):
+        if arg == "--":
+            return expanded + argv[position:]
+        expanded.append("--help" if arg == "-h" and not takes_value else arg)
+        name = arg.lstrip("-")
+        takes_value = (not takes_value and arg.startswith("-") and "=" not in arg
+                       and name in FLAGS and not FLAGS[name].boolean)
+    return expanded
+
+
 def run_main(argv: list[str] | None = None) -> None:
     """Parses ``argv`` (default ``sys.argv``) and trains; exits with the run's status. A flag
     absl cannot parse (an unknown one, a value outside its choices or type) ends in one line
@@ -137,7 +152,7 @@ def run_main(argv: list[str] | None = None) -> None:
     print the flags and exit 0."""
     define_flags()
     argv = argv if argv is not None else sys.argv
-    argv = argv[:1] + ["--help" if arg == "-h" else arg for arg in argv[1:]]  # as argparse's CLIs take it
+    argv = _help_alias_expanded(argv)
     app.define_help_flags()  # --help / --helpfull, which app.run would add, parse here too
     try:
         unparsed = FLAGS(argv)
