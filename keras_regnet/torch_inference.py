@@ -136,7 +136,7 @@ def adopt_models_being_called() -> None:
         if model in _EXAMINED:
             continue
         _EXAMINED.add(model)
-        if (not _functional(model) or not _holds_only_builders_layers(model)
+        if (not _functional(model) or not holds_only_builders_layers(model)
                 or torch_graph.calls_directly(model)):
             continue
         if not any(layer in _FUSIONS or layer in _PADDINGS or layer in _ADDS for layer in model.layers):
@@ -159,7 +159,13 @@ def _functional(model: keras.Model) -> bool:
     return any(cls.__name__ == "Functional" for cls in type(model).__mro__)
 
 
-def _holds_only_builders_layers(model: keras.Model) -> bool:
+def holds_only_builders_layers(model: keras.Model) -> bool:
+    """Whether every layer of ``model`` is one of ours or a Keras layer our builders use.
+
+    Example:
+        >>> holds_only_builders_layers(keras_regnet.RegNetX002(weights=None, input_shape=(32, 32, 3)))
+        True
+    """
     return all(type(layer) in _BUILDERS_KERAS_LAYERS or type(layer).__module__ == "keras_regnet.layers"
                for layer in model.layers)
 

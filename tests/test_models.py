@@ -57,12 +57,18 @@ def test_every_variant_builds_with_exact_parameter_count(name, built_model):
         (dict(include_top=False, pooling="avg"), (160, 224, 3), (None, "C")),
         (dict(include_top=False, pooling="max"), (None, None, 3), (None, "C")),
         (dict(include_top=False), (None, None, 3), (None, None, None, "C")),
+        (dict(include_top=False, include_preprocessing=False), (None, None, 1), (None, None, None, "C")),
     ],
 )
 def test_output_shapes(name, kwargs, input_shape, expected):
+    from keras_regnet import torch_inference
+
     width = VARIANTS[name].spec.widths[-1]
     model = getattr(keras_regnet, name)(weights=None, input_shape=input_shape, **kwargs)
     assert model.output_shape == tuple(width if e == "C" else e for e in expected)
+    # Every head's layers are ones PyTorch's adoption of loaded models knows (a builder that
+    # adds a Keras layer must add it to that list, or its loaded models run unfused).
+    assert torch_inference.holds_only_builders_layers(model), {type(layer) for layer in model.layers}
 
 
 @pytest.mark.parametrize("name", SMALL)
