@@ -110,6 +110,7 @@ def _conv_fusion_of(model, graph, layers: dict, conv, bn) -> _Fusion:
 # unmarked convs, and marked as the builders mark theirs: from the next call on they fold and
 # walk their layers directly.
 _EXAMINED: weakref.WeakSet = weakref.WeakSet()
+_ADOPTED: weakref.WeakSet = weakref.WeakSet()  # those of them marked, whose marks a larger graph may take
 # The Keras layers our builders use beside our own. A model of only these (and ours) has no mask,
 # no layer that needs Keras's per-layer call: what a builder returns, loaded or rebuilt.
 _BUILDERS_KERAS_LAYERS = frozenset({keras.layers.InputLayer, keras.layers.Dense, keras.layers.Multiply,
@@ -118,8 +119,10 @@ _BUILDERS_KERAS_LAYERS = frozenset({keras.layers.InputLayer, keras.layers.Dense,
 
 def adopt_models_being_called() -> None:
     """Marks the models being called (Keras's entry layer and the models nested in it) that hold
-    only our builders' layers, and none of whose layers another model has marked, as a builder
-    marks its model (:func:`mark_fusions`, :func:`torch_graph.call_layers_directly`); once per model.
+    only our builders' layers as a builder marks its model (:func:`mark_fusions`,
+    :func:`torch_graph.call_layers_directly`); once per model. One whose layers another model
+    marked first walks directly without folding, unless that model was adopted on a part of its
+    graph: then it takes those layers over (:func:`_takes_over_fusions`).
 
     Example:
         >>> adopt_models_being_called()  # outside any call: nothing to do
@@ -139,10 +142,36 @@ def adopt_models_being_called() -> None:
         if (not _functional(model) or not holds_only_builders_layers(model)
                 or torch_graph.calls_directly(model)):
             continue
-        if not any(layer in _FUSIONS or layer in _PADDINGS or layer in _ADDS for layer in model.layers):
-            mark_fusions(model)  # its layers are no other model's to fuse
+        if _takes_over_fusions(model):
+            mark_fusions(model)
+            _ADOPTED.add(model)
         torch_graph.call_layers_directly(model)
     _EXAMINED.add(entry)
+
+
+def _takes_over_fusions(model: keras.Model) -> bool:
+    """Whether ``model`` may mark its layers' fusions: none is marked, or only by models that are
+    gone or were adopted on a part of its graph (a model built on one of its inner outputs and
+    called first), whose marks it then drops. The larger graph folds, as when a builder's model
+    and a model on its inner outputs share layers; a builder's marks are never taken over."""
+    layers = {id(layer) for layer in model.layers}
+    for layer in model.layers:
+        for owner in _owners(layer):
+            if owner is not None and not (owner in _ADOPTED and {id(x) for x in owner.layers} < layers):
+                return False
+    for layer in model.layers:
+        for table in (_FUSIONS, _PADDINGS, _ADDS):
+            table.pop(layer, None)
+    return True
+
+
+def _owners(layer) -> list:
+    """The models that marked ``layer``'s fusions (None for one that is gone)."""
+    marks = [_FUSIONS.get(layer), _PADDINGS.get(layer)]
+    owners = [mark.model() for mark in marks if mark is not None]
+    if layer in _ADDS:
+        owners.append(_ADDS[layer][0]())
+    return owners
 
 
 def _models_within(layer):
@@ -236,7 +265,9 @@ class ConvCall(NamedTuple):
 def conv_fusion(conv: keras.layers.Conv2D, kernel, inputs) -> ConvCall | None:
     """How ``conv`` convolves ``inputs`` now, fused; None: as it is."""
     fusion = _FUSIONS.get(conv)
-    if fusion is None and not conv.use_bias:  # a conv that could fold: is its model one to adopt?
+    if (fusion is None and not conv.use_bias) or (fusion is not None and not _fusing_now(fusion.model)):
+        # A conv that could fold, for another model than the one marked (if any): is the model
+        # being called one to adopt? (Once per model: examined ones return at once.)
         adopt_models_being_called()
         fusion = _FUSIONS.get(conv)
     if fusion is None:

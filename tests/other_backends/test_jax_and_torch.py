@@ -403,6 +403,16 @@ def test_torch_speeds_up_loaded_and_kerashub_models_as_it_does_built_ones(tmp_pa
     for level, value in levels.items():
         np.testing.assert_array_equal(value, keras_levels[level].numpy())
     assert second_predict(loaded, unfused(built)) == (fusible(loaded), set())
+    # A model a user built on a loaded model's inner output (here: up to its pooling, every conv)
+    # and called first folds its part; the loaded model, called after it, takes its layers over
+    # and folds whole; the first model still computes its features.
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    features = keras.Model(loaded.inputs, loaded.layers[-3].output, name="user_features")
+    expected_features = unfused(features)
+    assert second_predict(features, expected_features) == (fusible(features), set())
+    assert second_predict(loaded, unfused(built)) == (fusible(loaded), set())
+    np.testing.assert_allclose(features.predict_on_batch(images), expected_features, rtol=0,
+                               atol=1e-5 * float(np.abs(expected_features).max()))
 
     backbone = RegNetBackbone(name, image_shape=(64, 64, 3))
     set_deterministic_weights(backbone)
