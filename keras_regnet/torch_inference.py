@@ -264,18 +264,24 @@ class ConvCall(NamedTuple):
 
 def conv_fusion(conv: keras.layers.Conv2D, kernel, inputs) -> ConvCall | None:
     """How ``conv`` convolves ``inputs`` now, fused; None: as it is."""
+    import torch
+
     fusion = _FUSIONS.get(conv)
-    if (fusion is None and not conv.use_bias) or (fusion is not None and not _fusing_now(fusion.model)):
-        # A conv that could fold, for another model than the one marked (if any): is the model
-        # being called one to adopt? (Once per model: examined ones return at once.)
+    fusing = fusion is not None and _fusing_now(fusion.model)
+    if (fusion is None and not conv.use_bias) or (fusion is not None and not fusing
+                                                  and not torch.is_grad_enabled()):
+        # A conv that could fold: unmarked, or marked for another model than the one inferring
+        # now. Is the model being called one to adopt? (Once per model: examined ones return at
+        # once; training, where nothing folds, does not ask for a marked conv.)
         adopt_models_being_called()
         fusion = _FUSIONS.get(conv)
+        fusing = fusion is not None and _fusing_now(fusion.model)
     if fusion is None:
         return None
     padding = fusion.padding() if fusion.padding is not None else None
     pad = tuple(p[0] for p in padding.padding) if padding is not None and fused_for(inputs, padding) else None
     bn = fusion.batch_norm()
-    if bn is None or not _fusing_now(fusion.model) or not bn._torch_fusable(inputs, False, None):
+    if bn is None or not fusing or not bn._torch_fusable(inputs, False, None):
         return None if pad is None else ConvCall(kernel, None, pad, ())
     relu = fusion.relu() if fusion.relu is not None else None
     kernel, bias = _folded(fusion.cache, kernel, bn)
