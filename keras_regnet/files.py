@@ -6,7 +6,9 @@ import contextlib
 import os
 import shutil
 import tempfile
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 
 def _umask() -> int:
@@ -18,6 +20,21 @@ def _umask() -> int:
 # Read once at import: os.umask is process-wide, and writers run in threads.
 _FILE_MODE = 0o666 & ~_umask()
 _DIR_MODE = 0o777 & ~_umask()
+
+
+def staging_for(target: str, create: Callable[[], T]) -> T:
+    """``create()``, which makes a hidden staging file or folder for ``target``; an OSError it
+    raises (a read-only or unwritable place) names ``target``, the path the user gave, not the
+    staging name.
+
+    Example:
+        >>> staging_for("/tmp/example_model", lambda: "made")
+        'made'
+    """
+    try:
+        return create()
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, target) from None
 
 
 @contextlib.contextmanager
@@ -32,8 +49,8 @@ def atomic_path(target: str, suffix: str = "") -> Iterator[str]:
     """
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=suffix or ".part",
-                               dir=directory)
+    fd, tmp = staging_for(target, lambda: tempfile.mkstemp(prefix=f".{os.path.basename(target)}.",
+                                                           suffix=suffix or ".part", dir=directory))
     os.close(fd)
     os.chmod(tmp, _FILE_MODE)  # mkstemp's 0600 would make every written file private
     try:
@@ -69,7 +86,8 @@ def atomic_directory(target: str) -> Iterator[str]:
     target = os.path.abspath(target)
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", suffix=".part", dir=parent)
+    staging = staging_for(target, lambda: tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.",
+                                                           suffix=".part", dir=parent))
     os.chmod(staging, _DIR_MODE)  # mkdtemp's 0700 would make the published folder private
     try:
         yield staging

@@ -23,6 +23,8 @@ import shutil
 import tempfile
 from typing import Iterable, Iterator
 
+from keras_regnet.files import staging_for
+
 log = logging.getLogger(__name__)
 MARKER = ".keras_regnet_output"
 
@@ -158,7 +160,8 @@ def staged_files(path: str, overwrite: bool = False, companions: Iterable[str] =
     directory = os.path.dirname(os.path.abspath(path))
     with exclusive_writer(path):
         refuse_existing()  # another writer may have finished meanwhile
-        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
+        staging = staging_for(path, lambda: tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.",
+                                                             suffix=".part", dir=directory))
         try:
             yield staging
         finally:

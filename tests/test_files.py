@@ -31,3 +31,27 @@ def test_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
                 f.write("half")
             raise RuntimeError("interrupted")
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"]
+
+
+# /proc takes no new entries, for root too: the hidden staging name beside the target fails.
+UNWRITABLE = "/proc/keras_regnet_test_target"
+
+
+@pytest.mark.parametrize("writer", ["atomic_path", "atomic_directory", "staged_files"])
+def test_an_unwritable_place_is_named_by_the_target_not_the_staging_name(writer):
+    from keras_regnet import files, writers
+
+    write = {"atomic_path": files.atomic_path, "atomic_directory": files.atomic_directory,
+             "staged_files": writers.staged_files}[writer]
+    with pytest.raises(OSError) as raised:
+        with write(UNWRITABLE):
+            pass
+    assert raised.value.filename == UNWRITABLE and ".part" not in str(raised.value), raised.value
+
+
+def test_a_preset_into_an_unwritable_place_is_one_line_naming_it(capsys):
+    from keras_regnet import cli
+
+    assert cli.main(["preset", "--model", "RegNetX002", "--weights", "none", "--output", UNWRITABLE]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and UNWRITABLE in error and ".part" not in error, error
