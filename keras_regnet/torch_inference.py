@@ -154,11 +154,10 @@ def _takes_over_fusions(model: keras.Model) -> bool:
     gone or were adopted on a part of its graph (a model built on one of its inner outputs and
     called first), whose marks it then drops. The larger graph folds, as when a builder's model
     and a model on its inner outputs share layers; a builder's marks are never taken over."""
+    owners = {id(owner): owner for layer in model.layers for owner in _owners(layer) if owner is not None}
     layers = {id(layer) for layer in model.layers}
-    for layer in model.layers:
-        for owner in _owners(layer):
-            if owner is not None and not (owner in _ADOPTED and {id(x) for x in owner.layers} < layers):
-                return False
+    if not all(owner in _ADOPTED and {id(x) for x in owner.layers} < layers for owner in owners.values()):
+        return False
     for layer in model.layers:
         for table in (_FUSIONS, _PADDINGS, _ADDS):
             table.pop(layer, None)
