@@ -20,13 +20,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from typing import Sequence
 
 import numpy as np
 
 from keras_regnet.export_choices import DEFAULT_MAX_PIXELS, FORMATS, QUANTIZATIONS  # noqa: F401
-from keras_regnet.files import atomic_path, replace_directory
+from keras_regnet.files import atomic_path, new_staging, replace_directory
 from keras_regnet.folding import fold_batch_norms
 from keras_regnet.preprocessing import EvalTransform, decode_rgb, default_class_names, eval_crop
 from keras_regnet.writers import check_folder_target, exclusive_writer, mark
@@ -177,7 +176,7 @@ def export_saved_model(model, output: str, version: int = 1, *, model_name: str 
     os.makedirs(output, exist_ok=True)
     with exclusive_writer(target, leftovers=[f".{version}.exporting."]):
         _version_dir(output, version, overwrite)  # another writer may have finished meanwhile
-        staging = tempfile.mkdtemp(prefix=f".{version}.exporting.", dir=output)
+        staging = new_staging(target, directory=output, prefix=f".{version}.exporting.", suffix="")
         try:
             _write_saved_model(staging, model, class_names, transform, top_k, max_pixels, model_name,
                                weights_record)

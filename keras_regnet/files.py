@@ -6,9 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from typing import Callable, Iterator, TypeVar
-
-T = TypeVar("T")
+from typing import Iterator
 
 
 def _umask() -> int:
@@ -22,17 +20,26 @@ _FILE_MODE = 0o666 & ~_umask()
 _DIR_MODE = 0o777 & ~_umask()
 
 
-def staging_for(target: str, create: Callable[[], T]) -> T:
-    """``create()``, which makes a hidden staging file or folder for ``target``; an OSError it
-    raises (a read-only or unwritable place) names ``target``, the path the user gave, not the
-    staging name.
+def new_staging(target: str, *, folder: bool = True, directory: str | None = None,
+                prefix: str | None = None, suffix: str = ".part") -> str:
+    """A new hidden staging folder (or empty file) for ``target``: ``.NAME.XXXX.part`` beside it
+    unless ``directory`` and ``prefix`` say otherwise. Where none can be made (a read-only or
+    unwritable place) the ``OSError`` names ``target``, the path the user gave, not the staging name.
 
     Example:
-        >>> staging_for("/tmp/example_model", lambda: "made")
-        'made'
+        >>> path = new_staging("/tmp/example_model")
+        >>> os.path.basename(path).startswith(".example_model.") and os.path.isdir(path)
+        True
+        >>> os.rmdir(path)
     """
+    directory = directory if directory is not None else os.path.dirname(os.path.abspath(target))
+    prefix = prefix if prefix is not None else f".{os.path.basename(target)}."
     try:
-        return create()
+        if folder:
+            return tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=directory)
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        os.close(fd)
+        return path
     except OSError as err:
         raise OSError(err.errno, err.strerror, target) from None
 
@@ -49,9 +56,7 @@ def atomic_path(target: str, suffix: str = "") -> Iterator[str]:
     """
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = staging_for(target, lambda: tempfile.mkstemp(prefix=f".{os.path.basename(target)}.",
-                                                           suffix=suffix or ".part", dir=directory))
-    os.close(fd)
+    tmp = new_staging(target, folder=False, suffix=suffix or ".part")
     os.chmod(tmp, _FILE_MODE)  # mkstemp's 0600 would make every written file private
     try:
         yield tmp
@@ -86,8 +91,7 @@ def atomic_directory(target: str) -> Iterator[str]:
     target = os.path.abspath(target)
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
-    staging = staging_for(target, lambda: tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.",
-                                                           suffix=".part", dir=parent))
+    staging = new_staging(target)
     os.chmod(staging, _DIR_MODE)  # mkdtemp's 0700 would make the published folder private
     try:
         yield staging

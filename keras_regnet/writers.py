@@ -20,10 +20,9 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from typing import Iterable, Iterator
 
-from keras_regnet.files import staging_for
+from keras_regnet.files import new_staging
 
 log = logging.getLogger(__name__)
 MARKER = ".keras_regnet_output"
@@ -157,11 +156,9 @@ def staged_files(path: str, overwrite: bool = False, companions: Iterable[str] =
             raise FileExistsError(f"{existing[0]} already exists; pass overwrite=True (--overwrite).")
 
     refuse_existing()
-    directory = os.path.dirname(os.path.abspath(path))
     with exclusive_writer(path):
         refuse_existing()  # another writer may have finished meanwhile
-        staging = staging_for(path, lambda: tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.",
-                                                             suffix=".part", dir=directory))
+        staging = new_staging(path)
         try:
             yield staging
         finally:

@@ -9,13 +9,12 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 from typing import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from keras_regnet.files import atomic_path
+from keras_regnet.files import atomic_path, new_staging
 from keras_regnet.training.data import RECORD_COUNTS_FILE, read_record_counts
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ def write_split(items: Sequence[tuple[bytes | str, int, str, str]], output_dir: 
     shards = [items[i::num_shards] for i in range(num_shards)]
     done, skipped = [0], []
     tty = sys.stderr.isatty()
-    staging = tempfile.mkdtemp(prefix=f".{split}-staging-", dir=output_dir)
+    staging = new_staging(output_dir, directory=output_dir, prefix=f".{split}-staging-", suffix="")
 
     def write(index: int) -> str:
         name = f"{split}-{index:05d}-of-{num_shards:05d}"
