@@ -49,16 +49,17 @@ def test_an_unwritable_place_is_named_by_the_target_not_the_staging_name(writer)
     assert raised.value.filename == UNWRITABLE and ".part" not in str(raised.value), raised.value
 
 
-@pytest.mark.parametrize("folder", [True, False])
-def test_a_staging_place_made_elsewhere_is_named_by_its_target_too(folder):
-    """The SavedModel export's (``.1.exporting.*`` in the output folder) and the TFRecord
-    writer's (``.train-staging-*``) staging folders, and the file form."""
+@pytest.mark.parametrize("target, prefix, folder", [
+    (f"{UNWRITABLE}/1", ".1.exporting.", True),  # the SavedModel export's, in its output folder
+    (UNWRITABLE, ".train-staging-", True),  # the TFRecord writer's, in its output folder
+    (f"{UNWRITABLE}/1", ".1.exporting.", False),  # the file form
+])
+def test_a_staging_place_made_elsewhere_is_named_by_its_target_too(target, prefix, folder):
     from keras_regnet.files import new_staging
 
-    target = f"{UNWRITABLE}/1"
     with pytest.raises(OSError) as raised:
-        new_staging(target, folder=folder, directory=UNWRITABLE, prefix=".1.exporting.", suffix="")
-    assert raised.value.filename == target and "exporting" not in str(raised.value), raised.value
+        new_staging(target, folder=folder, directory=UNWRITABLE, prefix=prefix, suffix="")
+    assert raised.value.filename == target and prefix not in str(raised.value), raised.value
 
 
 def test_a_preset_into_an_unwritable_place_is_one_line_naming_it(capsys):

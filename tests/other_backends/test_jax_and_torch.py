@@ -403,7 +403,7 @@ def test_torch_speeds_up_loaded_and_kerashub_models_as_it_does_built_ones(tmp_pa
     for level, value in levels.items():
         np.testing.assert_array_equal(value, keras_levels[level].numpy())
     assert second_predict(loaded, unfused(built)) == (fusible(loaded), set())
-    # A model a user built on a loaded model's inner output (here: up to its pooling, every conv)
+    # A model a user built on a loaded model's inner output (here: its last block's, every conv)
     # and called first folds its part; the loaded model, called after it, takes its layers over
     # and folds whole; the first model still computes its features.
     loaded = keras.saving.load_model(tmp_path / "model.keras")
